@@ -1,0 +1,479 @@
+"""Wire protocol v1: the pydantic models of every message and their msgpack / JSON codec.
+
+This module is the whole contract between national nodes, the relay and subscribers;
+docs/PROTOCOL.md describes it for people writing clients in other languages. Every
+frame is one map with a ``type`` key. Times are integer UTC nanoseconds since the Unix
+epoch (``*_ns``), positions and velocities are WGS84 ECEF in metres and metres per second.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+#: Largest frame the relay accepts from a node (bytes); larger frames close with 1009.
+MAX_NODE_FRAME_BYTES = 1 << 20
+#: Largest frame the relay accepts from a subscriber (bytes).
+MAX_SUBSCRIBER_FRAME_BYTES = 64 << 10
+#: Largest number of reports in one batch.
+MAX_REPORTS_PER_BATCH = 1000
+
+INGEST_PATH = "/v1/ingest"
+ALERTS_PATH = "/v1/alerts"
+
+
+class Nation(StrEnum):
+    USA = "USA"
+    JPN = "JPN"
+    KOR = "KOR"
+
+
+NATIONS: tuple[Nation, ...] = (Nation.USA, Nation.JPN, Nation.KOR)
+
+
+class DataMode(StrEnum):
+    REAL = "REAL"
+    EXERCISE = "EXERCISE"
+    SIMULATED = "SIMULATED"
+
+
+class FlightPhase(StrEnum):
+    BOOST = "BOOST"
+    MIDCOURSE = "MIDCOURSE"
+    TERMINAL = "TERMINAL"
+    UNKNOWN = "UNKNOWN"
+
+
+class AlertKind(StrEnum):
+    LAUNCH_DETECTED = "LAUNCH_DETECTED"
+    TRACK_UPDATE = "TRACK_UPDATE"
+    IMPACT_PREDICTED = "IMPACT_PREDICTED"
+    OVERFLIGHT = "OVERFLIGHT"
+    IMPACT = "IMPACT"
+    TRACK_LOST = "TRACK_LOST"
+    CORRECTION = "CORRECTION"
+    FINAL_ASSESSMENT = "FINAL_ASSESSMENT"
+
+
+#: Alerts a slow subscriber must never lose (only TRACK_UPDATE may be conflated).
+CRITICAL_KINDS = frozenset(AlertKind) - {AlertKind.TRACK_UPDATE}
+
+
+class ImpactArea(StrEnum):
+    JPN_TERRITORY = "JPN_TERRITORY"
+    KOR_TERRITORY = "KOR_TERRITORY"
+    JPN_EEZ = "JPN_EEZ"
+    OUTSIDE = "OUTSIDE"
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable error codes; the close code each one carries is in ``CLOSE_CODES``."""
+
+    MALFORMED_FRAME = "MALFORMED_FRAME"
+    SCHEMA_INVALID = "SCHEMA_INVALID"
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    HELLO_REQUIRED = "HELLO_REQUIRED"
+    AUTH_FAILED = "AUTH_FAILED"
+    NATION_MISMATCH = "NATION_MISMATCH"
+    SEQUENCE_GAP = "SEQUENCE_GAP"
+    REPLAYED = "REPLAYED"
+    SUPERSEDED = "SUPERSEDED"
+    FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
+    RATE_LIMITED = "RATE_LIMITED"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
+    BAD_REQUEST = "BAD_REQUEST"
+    INTERNAL = "INTERNAL"
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    INVALID_PAYLOAD = 1007
+    POLICY = 1008
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    SCHEMA_INVALID = 4000
+    UNSUPPORTED_VERSION = 4001
+    HELLO_REQUIRED = 4002
+    AUTH_FAILED = 4003
+    NATION_MISMATCH = 4004
+    SEQUENCE_GAP = 4005
+    SUPERSEDED = 4006
+    REPLAYED = 4007
+    RATE_LIMITED = 4008
+    SLOW_CONSUMER = 4009
+    BAD_REQUEST = 4010
+
+
+CLOSE_CODES: dict[ErrorCode, CloseCode] = {
+    ErrorCode.MALFORMED_FRAME: CloseCode.INVALID_PAYLOAD,
+    ErrorCode.SCHEMA_INVALID: CloseCode.SCHEMA_INVALID,
+    ErrorCode.UNSUPPORTED_VERSION: CloseCode.UNSUPPORTED_VERSION,
+    ErrorCode.HELLO_REQUIRED: CloseCode.HELLO_REQUIRED,
+    ErrorCode.AUTH_FAILED: CloseCode.AUTH_FAILED,
+    ErrorCode.NATION_MISMATCH: CloseCode.NATION_MISMATCH,
+    ErrorCode.SEQUENCE_GAP: CloseCode.SEQUENCE_GAP,
+    ErrorCode.REPLAYED: CloseCode.REPLAYED,
+    ErrorCode.SUPERSEDED: CloseCode.SUPERSEDED,
+    ErrorCode.FRAME_TOO_LARGE: CloseCode.TOO_BIG,
+    ErrorCode.RATE_LIMITED: CloseCode.RATE_LIMITED,
+    ErrorCode.SLOW_CONSUMER: CloseCode.SLOW_CONSUMER,
+    ErrorCode.BAD_REQUEST: CloseCode.BAD_REQUEST,
+    ErrorCode.INTERNAL: CloseCode.INTERNAL,
+}
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol; ``code`` says how, and the connection closes with ``close_code``."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def close_code(self) -> CloseCode:
+        return CLOSE_CODES[self.code]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Wire(BaseModel):
+    """Strict-ish base: unknown keys are refused, NaN and infinities never validate."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
+#: Upper triangle, row by row, of the symmetric 6x6 covariance of (x, y, z, vx, vy, vz):
+#: 21 numbers in m^2, m^2/s and m^2/s^2.
+CovarianceUpper = Annotated[list[float], Field(min_length=21, max_length=21)]
+Timestamp = Annotated[int, Field(ge=0, lt=1 << 63)]
+Releasability = Annotated[list[Nation], Field(min_length=1, max_length=3)]
+
+
+class GroundEstimate(_Wire):
+    """A point on the ground (launch or impact) with its 95% uncertainty ellipse."""
+
+    time_ns: Timestamp
+    lat_deg: float = Field(ge=-90, le=90)
+    lon_deg: float = Field(ge=-180, le=180)
+    semi_major_m: float = Field(ge=0)
+    semi_minor_m: float = Field(ge=0)
+    #: Orientation of the semi-major axis, degrees clockwise from true north, [0, 180).
+    orientation_deg: float = Field(ge=0, lt=180)
+    time_sigma_s: float = Field(default=0.0, ge=0)
+
+
+class TrackReport(_Wire):
+    """One national track at one time of validity (modelled on a J3.6 space track / UDL MissileTrack)."""
+
+    seq: int = Field(ge=1, lt=1 << 63)
+    nation: Nation
+    track_number: int = Field(ge=0, lt=1 << 32)
+    #: Physical time the state is valid at; fusion dynamics use only this time.
+    time_of_validity_ns: Timestamp
+    #: Node wall clock when the measurement behind this update was taken. Equal to
+    #: time_of_validity_ns in live operation; differs when a scenario is replayed faster.
+    measured_ns: Timestamp
+    position_ecef_m: Vec3
+    velocity_ecef_mps: Vec3
+    covariance: CovarianceUpper
+    track_quality: int = Field(ge=0, le=15)
+    boosting: bool = False
+    lost: bool = False
+    flight_phase: FlightPhase = FlightPhase.UNKNOWN
+    launch_estimate: GroundEstimate | None = None
+    impact_estimate: GroundEstimate | None = None
+    data_mode: DataMode = DataMode.SIMULATED
+    releasable_to: Releasability
+    #: Owner-only: sensors that contributed. The relay never forwards these.
+    sensor_ids: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []
+
+
+class Auth(_Wire):
+    """Authentication material; ``scheme`` "none" or "ed25519" (signature over the hello)."""
+
+    scheme: Literal["none", "ed25519"] = "none"
+    key_id: Annotated[str, Field(max_length=128)] = ""
+    nonce: Annotated[bytes, Field(max_length=64)] = b""
+    signature: Annotated[bytes, Field(max_length=128)] = b""
+
+
+NodeId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class Hello(_Wire):
+    """First frame a node sends on /v1/ingest."""
+
+    type: Literal["hello"] = "hello"
+    protocol_version: int
+    nation: Nation
+    node_id: NodeId
+    sent_ns: Timestamp
+    auth: Auth = Auth()
+
+
+class ReportBatch(_Wire):
+    """Reports in ascending ``seq`` order; ``signature`` covers the batch (see PROTOCOL.md)."""
+
+    type: Literal["report_batch"] = "report_batch"
+    sent_ns: Timestamp
+    reports: Annotated[list[TrackReport], Field(min_length=1, max_length=MAX_REPORTS_PER_BATCH)]
+    signature: Annotated[bytes, Field(max_length=128)] = b""
+
+
+class TimeRequest(_Wire):
+    """NTP-style clock exchange, either direction: ``t1_ns`` is the sender's clock at send."""
+
+    type: Literal["time_request"] = "time_request"
+    id: int = Field(ge=0, lt=1 << 63)
+    t1_ns: Timestamp
+
+
+class TimeReply(_Wire):
+    """Answer to a TimeRequest: ``t2_ns`` at receipt and ``t3_ns`` at send, on the answerer's clock."""
+
+    type: Literal["time_reply"] = "time_reply"
+    id: int = Field(ge=0, lt=1 << 63)
+    t1_ns: Timestamp
+    t2_ns: Timestamp
+    t3_ns: Timestamp
+
+
+class Welcome(_Wire):
+    """Relay's answer to a node's hello, or its first frame to a subscriber."""
+
+    type: Literal["welcome"] = "welcome"
+    protocol_version: int = PROTOCOL_VERSION
+    relay_time_ns: Timestamp
+    #: For a node: the highest contiguous seq the relay holds from it (0 = none); resend after it.
+    last_acked_seq: int = 0
+    #: For a subscriber: the newest alert id issued so far.
+    last_alert_id: int = 0
+
+
+class Ack(_Wire):
+    """Relay to node: every report with seq <= ``acked_seq`` is accepted and durable."""
+
+    type: Literal["ack"] = "ack"
+    acked_seq: int = Field(ge=0)
+    relay_received_ns: Timestamp
+
+
+class ErrorMessage(_Wire):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    #: For a node: seq of the first report of the refused batch, when known.
+    seq: int | None = None
+    fatal: bool = True
+
+
+class FusedState(_Wire):
+    time_of_validity_ns: Timestamp
+    position_ecef_m: Vec3
+    velocity_ecef_mps: Vec3
+    covariance: CovarianceUpper
+    lat_deg: float
+    lon_deg: float
+    alt_m: float
+    speed_mps: float
+    flight_phase: FlightPhase
+    track_quality: int = Field(ge=0, le=15)
+
+
+class Assessment(_Wire):
+    """A defence-ministry style summary: apogee, range, flight time, impact area."""
+
+    apogee_m: float
+    range_m: float
+    flight_time_s: float
+    impact_area: ImpactArea | None = None
+
+
+class _Mutable(_Wire):
+    """Alerts are filled in by the engine, then stamped by the relay shell."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=False)
+
+
+class Hops(_Mutable):
+    """When the triggering report was measured and passed each hop, on the relay's clock.
+
+    Node times are corrected by the relay's clock-offset estimate for that node's link.
+    The last hop, relay sent, is ``AlertBatch.relay_sent_ns``: stamped once per frame by the
+    relay's writer for each subscriber, so that every alert is encoded only once.
+    """
+
+    measured_ns: Timestamp
+    node_sent_ns: Timestamp
+    relay_received_ns: Timestamp
+    fused_ns: Timestamp
+    source_nation: Nation
+    #: The relay's estimate of the source node's clock minus its own, and that link's RTT.
+    clock_offset_ns: int = 0
+    clock_rtt_ns: int = 0
+
+
+class Alert(_Mutable):
+    type: Literal["alert"] = "alert"
+    alert_id: int = Field(ge=1)
+    event_id: int = Field(ge=1)
+    kind: AlertKind
+    issued_ns: Timestamp
+    state: FusedState | None = None
+    launch: GroundEstimate | None = None
+    impact: GroundEstimate | None = None
+    impact_area: ImpactArea | None = None
+    overflight: list[Nation] = []
+    assessment: Assessment | None = None
+    corrects_alert_id: int | None = None
+    nations: list[Nation]
+    releasable_to: list[Nation]
+    data_mode: DataMode
+    hops: Hops
+    text: str = ""
+
+
+class AlertBatch(_Wire):
+    """Relay to subscriber: one frame of one or more alerts, in ascending ``alert_id``."""
+
+    type: Literal["alert_batch"] = "alert_batch"
+    relay_sent_ns: Timestamp
+    alerts: list[Alert]
+    #: TRACK_UPDATE alerts conflated away for this subscriber since its previous frame.
+    conflated: int = 0
+
+
+class EventSummary(_Wire):
+    """One fused event (one missile) as GET /v1/events returns it."""
+
+    event_id: int
+    status: Literal["ACTIVE", "IMPACTED", "LOST"]
+    first_alert_id: int
+    last_alert_id: int
+    nations: list[Nation]
+    state: FusedState | None = None
+    launch: GroundEstimate | None = None
+    impact: GroundEstimate | None = None
+    impact_area: ImpactArea | None = None
+    overflight: list[Nation] = []
+    assessment: Assessment | None = None
+
+
+NodeMessage = Annotated[Hello | ReportBatch | TimeRequest | TimeReply, Field(discriminator="type")]
+RelayToNodeMessage = Annotated[
+    Welcome | Ack | ErrorMessage | TimeRequest | TimeReply, Field(discriminator="type")
+]
+SubscriberMessage = Annotated[TimeRequest, Field(discriminator="type")]
+RelayToSubscriberMessage = Annotated[
+    Welcome | AlertBatch | ErrorMessage | TimeReply, Field(discriminator="type")
+]
+
+_node_adapter: TypeAdapter[Any] = TypeAdapter(NodeMessage)
+_relay_to_node_adapter: TypeAdapter[Any] = TypeAdapter(RelayToNodeMessage)
+_subscriber_adapter: TypeAdapter[Any] = TypeAdapter(SubscriberMessage)
+_relay_to_subscriber_adapter: TypeAdapter[Any] = TypeAdapter(RelayToSubscriberMessage)
+
+
+# ---------------------------------------------------------------------------- codec
+
+
+def encode(message: BaseModel) -> bytes:
+    """msgpack bytes of a message (bin type for bytes, str for text, no None-stripping)."""
+    return msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+
+
+def encode_json(message: BaseModel) -> str:
+    """JSON text of a message (bytes as base64), for JSON subscribers."""
+    return message.model_dump_json()
+
+
+def unpack(data: bytes) -> Any:
+    """msgpack bytes to Python objects, refusing what is not a well-formed map."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_NODE_FRAME_BYTES)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"frame is not valid msgpack: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            ErrorCode.MALFORMED_FRAME, f"frame must be a msgpack map, got {type(obj).__name__}"
+        )
+    return obj
+
+
+def _validate(adapter: TypeAdapter[Any], obj: dict[str, Any]) -> Any:
+    try:
+        return adapter.validate_python(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "frame"
+        raise ProtocolError(
+            ErrorCode.SCHEMA_INVALID,
+            f"{where}: {first['msg']} ({exc.error_count()} error(s) in frame)",
+        ) from None
+
+
+def decode_node_message(data: bytes) -> Hello | ReportBatch | TimeRequest | TimeReply:
+    """Decode and validate one node → relay frame; raises ProtocolError."""
+    obj = unpack(data)
+    if obj.get("type") == "hello":
+        version = obj.get("protocol_version")
+        if isinstance(version, int) and version not in SUPPORTED_VERSIONS:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {version} is not supported (supported: "
+                f"{sorted(SUPPORTED_VERSIONS)})",
+            )
+    return _validate(_node_adapter, obj)
+
+
+def decode_relay_to_node(data: bytes) -> Welcome | Ack | ErrorMessage | TimeRequest | TimeReply:
+    return _validate(_relay_to_node_adapter, unpack(data))
+
+
+def decode_subscriber_message(data: bytes | str) -> TimeRequest:
+    """Decode a subscriber's frame: msgpack (binary) or JSON (text)."""
+    if isinstance(data, str):
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"frame is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ProtocolError(ErrorCode.MALFORMED_FRAME, "frame must be a JSON object")
+        return _validate(_subscriber_adapter, obj)
+    return _validate(_subscriber_adapter, unpack(data))
+
+
+def decode_relay_to_subscriber(
+    data: bytes | str,
+) -> Welcome | AlertBatch | ErrorMessage | TimeReply:
+    """Decode one relay → subscriber frame (JSON text or msgpack binary)."""
+    if isinstance(data, str):
+        return _relay_to_subscriber_adapter.validate_json(data)
+    return _validate(_relay_to_subscriber_adapter, unpack(data))
+
+
+def covariance_from_upper(upper: list[float]) -> list[list[float]]:
+    """The full 6x6 matrix from the 21-number upper triangle."""
+    m = [[0.0] * 6 for _ in range(6)]
+    k = 0
+    for i in range(6):
+        for j in range(i, 6):
+            m[i][j] = m[j][i] = float(upper[k])
+            k += 1
+    return m
+
+
+def covariance_to_upper(matrix: Any) -> list[float]:
+    """The 21-number upper triangle of a 6x6 matrix (list of lists or numpy array)."""
+    return [float(matrix[i][j]) for i in range(6) for j in range(i, 6)]
