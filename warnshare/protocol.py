@@ -133,10 +133,12 @@ CLOSE_CODES: dict[ErrorCode, CloseCode] = {
 class ProtocolError(Exception):
     """A peer broke the protocol; ``code`` says how, and the connection closes with ``close_code``."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
+        #: For a node: seq of the first report of the refused batch, when known.
+        self.seq = seq
 
     @property
     def close_code(self) -> CloseCode:

@@ -1,0 +1,63 @@
+"""Shared fixtures: a real uvicorn relay on an ephemeral 127.0.0.1 port, in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+
+
+@dataclass
+class RunningRelay:
+    app: object
+    server: uvicorn.Server
+    thread: threading.Thread
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def relay(self):
+        return self.app.state.relay
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_relay(config=None) -> RunningRelay:
+    from warnshare.relay.app import RelayConfig, create_app
+    from warnshare.relay.server import uvicorn_options
+
+    app = create_app(config or RelayConfig())
+    options = uvicorn_options("127.0.0.1", 0, "warning")
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=server.run, name="relay", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("relay did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return RunningRelay(app, server, thread, port)
+
+
+@pytest.fixture
+def relay_server() -> Iterator[RunningRelay]:
+    running = start_relay()
+    try:
+        yield running
+    finally:
+        running.stop()

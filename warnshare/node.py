@@ -1,0 +1,433 @@
+"""A national node: plays its nation's share of a scenario and publishes tracks to the relay.
+
+``NodePublisher`` owns the link: hello, answering the relay's clock requests, batches of reports
+with contiguous sequence numbers, acks, reconnection with backoff and re-sending whatever was not
+acknowledged. ``play_scenario`` turns the simulator's national tracks into reports at the pace
+of simulated time (``speed`` times faster) and applies the scenario's faults for this nation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from warnshare.envdefaults import env_float, env_str
+from warnshare.protocol import (
+    INGEST_PATH,
+    MAX_REPORTS_PER_BATCH,
+    NATIONS,
+    PROTOCOL_VERSION,
+    Ack,
+    DataMode,
+    ErrorCode,
+    ErrorMessage,
+    FlightPhase,
+    GroundEstimate,
+    Hello,
+    Nation,
+    ProtocolError,
+    ReportBatch,
+    TimeReply,
+    TimeRequest,
+    TrackReport,
+    Welcome,
+    covariance_to_upper,
+    decode_relay_to_node,
+    encode,
+)
+
+log = logging.getLogger("warnshare.node")
+
+#: Errors after which reconnecting cannot help: the node is misconfigured.
+FATAL_CODES = frozenset(
+    {ErrorCode.AUTH_FAILED, ErrorCode.NATION_MISMATCH, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SCHEMA_INVALID}
+)
+
+
+class NodeRejected(Exception):
+    """The relay refused this node for a reason that reconnecting does not fix."""
+
+
+def ingest_url(relay: str) -> str:
+    """ws://host:port (any path) -> ws://host:port/v1/ingest."""
+    base = relay.rstrip("/")
+    return base if base.endswith(INGEST_PATH) else base + INGEST_PATH
+
+
+@dataclass
+class NodeClock:
+    """The node's wall clock: the host clock plus a deliberate skew (fault injection)."""
+
+    skew_ns: int = 0
+
+    def __call__(self) -> int:
+        return time.time_ns() + self.skew_ns
+
+
+@dataclass
+class PublisherStats:
+    batches_sent: int = 0
+    reports_sent: int = 0
+    reports_acked: int = 0
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class NodePublisher:
+    """Reliable, ordered publication of reports to one relay."""
+
+    def __init__(
+        self,
+        relay_url: str,
+        nation: Nation,
+        node_id: str,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        max_batch: int = MAX_REPORTS_PER_BATCH,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.url = ingest_url(relay_url)
+        self.nation = nation
+        self.node_id = node_id
+        self.clock = clock
+        self.max_batch = max_batch
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.outbox: deque[TrackReport] = deque()  # unacknowledged, in seq order
+        self.acked_seq = 0
+        self._next_seq = 1
+        self._unsent = 0  # index into outbox of the first report not sent on this connection
+        self._new = asyncio.Event()
+        self._all_acked = asyncio.Event()
+        self._all_acked.set()
+        self.connected = asyncio.Event()
+        self.paused = False  # a partition or outage: stay disconnected
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._ws = None
+        self.stats = PublisherStats()
+
+    def next_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def submit(self, reports: Iterable[TrackReport]) -> None:
+        """Queue reports (seq already assigned with next_seq, ascending) for publication."""
+        added = False
+        for r in reports:
+            self.outbox.append(r)
+            added = True
+        if added:
+            self._all_acked.clear()
+            self._new.set()
+
+    async def wait_acked(self, timeout_s: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._all_acked.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    def pause(self) -> None:
+        """Drop the link and stay away until resume() (a partition or outage)."""
+        self.paused = True
+        self._resume.clear()
+        if self._ws is not None:
+            asyncio.ensure_future(self._ws.close())
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resume.set()
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect; returns only when cancelled, raises NodeRejected."""
+        backoff = self.backoff_initial_s
+        first = True
+        while True:
+            await self._resume.wait()
+            if not first:
+                self.stats.reconnects += 1
+            first = False
+            try:
+                async with websockets.connect(
+                    self.url, compression=None, max_size=1 << 20, open_timeout=5, close_timeout=2
+                ) as ws:
+                    self._ws = ws
+                    await self._session(ws)
+                    backoff = self.backoff_initial_s
+            except NodeRejected:
+                raise
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                log.info("%s: link down (%s); retrying in %.1f s", self.node_id, exc, backoff)
+            except InvalidURI as exc:
+                raise NodeRejected(f"bad relay URL {self.url!r}: {exc}") from None
+            finally:
+                self._ws = None
+                self.connected.clear()
+            await asyncio.sleep(backoff * (0.75 + 0.5 * random.random()))
+            backoff = min(self.backoff_max_s, backoff * 2)
+
+    async def _session(self, ws) -> None:
+        await ws.send(
+            encode(Hello(protocol_version=PROTOCOL_VERSION, nation=self.nation, node_id=self.node_id, sent_ns=self.clock()))
+        )
+        welcome = decode_relay_to_node(await ws.recv())
+        if isinstance(welcome, ErrorMessage):
+            self._handle_error(welcome)
+            return
+        if not isinstance(welcome, Welcome):
+            raise ConnectionClosed(None, None)
+        self._on_acked(welcome.last_acked_seq)
+        self._unsent = 0
+        self.connected.set()
+        synced = asyncio.Event()
+        sender = asyncio.create_task(self._sender(ws, synced))
+        try:
+            async for frame in ws:
+                received = self.clock()
+                msg = decode_relay_to_node(frame)
+                if isinstance(msg, Ack):
+                    self._on_acked(msg.acked_seq)
+                elif isinstance(msg, TimeRequest):
+                    await ws.send(encode(TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received, t3_ns=self.clock())))
+                    synced.set()
+                elif isinstance(msg, ErrorMessage):
+                    self._handle_error(msg)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+
+    async def _sender(self, ws, synced: asyncio.Event) -> None:
+        # Let the relay measure this link's clock offset before the first report crosses it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(synced.wait(), 0.5)
+        while True:
+            if self._unsent >= len(self.outbox):
+                self._new.clear()
+                await self._new.wait()
+                continue
+            stop = min(len(self.outbox), self._unsent + self.max_batch)
+            reports = [self.outbox[i] for i in range(self._unsent, stop)]
+            self._unsent = stop
+            await ws.send(encode(ReportBatch(sent_ns=self.clock(), reports=reports)))
+            self.stats.batches_sent += 1
+            self.stats.reports_sent += len(reports)
+
+    def _on_acked(self, acked_seq: int) -> None:
+        while self.outbox and self.outbox[0].seq <= acked_seq:
+            self.outbox.popleft()
+            self._unsent = max(0, self._unsent - 1)
+            self.stats.reports_acked += 1
+        self.acked_seq = max(self.acked_seq, acked_seq)
+        if not self.outbox:
+            self._all_acked.set()
+
+    def _handle_error(self, err: ErrorMessage) -> None:
+        text = f"{err.code.value}: {err.message}"
+        self.stats.errors.append(text)
+        log.warning("%s: relay error %s", self.node_id, text)
+        if err.code in FATAL_CODES:
+            raise NodeRejected(text)
+
+
+# --------------------------------------------------------------------- scenario playback
+
+
+def report_from_update(u, seq: int, measured_ns: int, skew_ns: int, data_mode: DataMode) -> TrackReport:
+    """A wire report from one simulator track update (skew: the node clock's error)."""
+
+    def ground(est: dict | None) -> GroundEstimate | None:
+        if not est:
+            return None
+        return GroundEstimate(**{**est, "time_ns": int(est["time_ns"]) + skew_ns})
+
+    return TrackReport(
+        seq=seq,
+        nation=Nation(u.nation),
+        track_number=u.track_number,
+        time_of_validity_ns=u.time_of_validity_ns + skew_ns,
+        measured_ns=measured_ns,
+        position_ecef_m=list(u.position_ecef_m),
+        velocity_ecef_mps=list(u.velocity_ecef_mps),
+        covariance=covariance_to_upper(u.covariance),
+        track_quality=u.track_quality,
+        boosting=u.boosting,
+        lost=u.lost,
+        flight_phase=FlightPhase(u.flight_phase),
+        launch_estimate=ground(u.launch_estimate),
+        impact_estimate=ground(u.impact_estimate),
+        data_mode=data_mode,
+        releasable_to=list(NATIONS),
+        sensor_ids=list(u.sensor_ids),
+    )
+
+
+@dataclass
+class PlaybackResult:
+    published: int
+    dropped_in_outage: int
+    acked: bool
+
+
+async def play_scenario(
+    publisher: NodePublisher,
+    updates: list,
+    *,
+    scenario_start_ns: int,
+    start_wall_ns: int,
+    speed: float,
+    faults: list = (),
+    clock: NodeClock | None = None,
+    data_mode: DataMode = DataMode.SIMULATED,
+    ack_timeout_s: float = 30.0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PlaybackResult:
+    """Publish ``updates`` (sorted by available_ns) at wall instants
+    ``start_wall_ns + (t - scenario_start_ns) / speed`` and wait for the last ack."""
+    clock = clock or NodeClock()
+    base_skew = clock.skew_ns
+
+    def wall(sim_ns: int) -> int:
+        return start_wall_ns + int((sim_ns - scenario_start_ns) / speed)
+
+    def active(kind: str, sim_ns: int) -> list:
+        t_s = (sim_ns - scenario_start_ns) / 1e9
+        return [f for f in faults if f.kind == kind and f.start_s <= t_s < f.end_s]
+
+    published = dropped = 0
+    i = 0
+    n = len(updates)
+    while i < n:
+        due = wall(updates[i].available_ns)
+        delay = (due - time.time_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        # everything due by now goes out together
+        now = time.time_ns()
+        group = []
+        while i < n and wall(updates[i].available_ns) <= now + 1_000_000:
+            group.append(updates[i])
+            i += 1
+        sim_now = group[-1].available_ns
+        skews = active("clock_skew", sim_now)
+        clock.skew_ns = base_skew + int(sum(f.params.get("skew_s", 0.0) for f in skews) * 1e9)
+        if active("node_outage", sim_now):
+            dropped += len(group)
+            if not publisher.paused:
+                log.warning("%s: outage begins (simulated)", publisher.node_id)
+                publisher.pause()
+            continue
+        if active("link_partition", sim_now):
+            if not publisher.paused:
+                log.warning("%s: link partitioned (simulated); queueing", publisher.node_id)
+                publisher.pause()
+        elif publisher.paused:
+            log.warning("%s: link restored", publisher.node_id)
+            publisher.resume()
+        for f in active("link_delay", sim_now):
+            await asyncio.sleep(f.params.get("delay_ms", 0.0) / 1e3)
+        reports = [
+            report_from_update(u, publisher.next_seq(), wall(u.time_of_validity_ns) + clock.skew_ns, clock.skew_ns, data_mode)
+            for u in group
+        ]
+        publisher.submit(reports)
+        published += len(reports)
+        if on_progress:
+            on_progress(i, n)
+    if publisher.paused:
+        publisher.resume()
+    acked = await publisher.wait_acked(ack_timeout_s)
+    return PlaybackResult(published, dropped, acked)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nation", default=env_str("NATION", ""), choices=[n.value for n in NATIONS], help="WARNSHARE_NATION")
+    parser.add_argument("--relay", default=env_str("RELAY", "ws://127.0.0.1:8000"), help="relay URL (WARNSHARE_RELAY)")
+    parser.add_argument("--scenario", default=env_str("SCENARIO", "hwasong17-2022-11-18"), help="scenario name or .toml path (WARNSHARE_SCENARIO)")
+    parser.add_argument("--speed", type=float, default=env_float("SPEED", 1.0), help="simulated seconds per wall second (WARNSHARE_SPEED)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--node-id", default=None, help="default: <nation>-node")
+    parser.add_argument("--start-at", type=float, default=None, help="UNIX time (s) at which scenario t=0 plays; default: now + 1 s")
+    parser.add_argument("--clock-skew-s", type=float, default=env_float("CLOCK_SKEW_S", 0.0), help="make this node's clock wrong by this much (fault injection)")
+    parser.add_argument("--data-mode", default="SIMULATED", choices=[m.value for m in DataMode])
+    parser.add_argument("--loop", action="store_true", help="play the scenario again and again")
+    parser.add_argument("--log-level", default=env_str("LOG_LEVEL", "info"))
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.nation:
+        raise SystemExit("warnshare node: --nation (or WARNSHARE_NATION) is required: USA, JPN or KOR")
+    if args.speed <= 0:
+        raise SystemExit("warnshare node: --speed must be > 0")
+    try:
+        return asyncio.run(_main(args))
+    except NodeRejected as exc:
+        log.error("relay refused this node: %s", exc)
+        return 3
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from sims import load_scenario, simulate
+
+    nation = Nation(args.nation)
+    node_id = args.node_id or f"{nation.value.lower()}-node"
+    try:
+        scenario = load_scenario(args.scenario)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"warnshare node: {exc}") from None
+    t0 = time.monotonic()
+    result = simulate(scenario, seed=args.seed, nations=[nation.value])
+    updates = result.national_tracks.get(nation.value, [])
+    log.info("%s: scenario %s simulated in %.1f s: %d track updates", node_id, scenario.name, time.monotonic() - t0, len(updates))
+    clock = NodeClock(int(args.clock_skew_s * 1e9))
+    publisher = NodePublisher(args.relay, nation, node_id, clock=clock)
+    link = asyncio.create_task(publisher.run())
+    faults = [f for f in scenario.faults if f.nation == nation.value]
+    start_wall = int(args.start_at * 1e9) if args.start_at else time.time_ns() + 1_000_000_000
+    try:
+        while True:
+            play = asyncio.create_task(
+                play_scenario(
+                    publisher,
+                    updates,
+                    scenario_start_ns=scenario.start_ns,
+                    start_wall_ns=start_wall,
+                    speed=args.speed,
+                    faults=faults,
+                    clock=clock,
+                    data_mode=DataMode(args.data_mode),
+                )
+            )
+            done, _ = await asyncio.wait({play, link}, return_when=asyncio.FIRST_COMPLETED)
+            if link in done:
+                play.cancel()
+                link.result()  # raises NodeRejected
+            res = play.result()
+            log.info("%s: published %d reports (%d dropped in outages), all acked: %s", node_id, res.published, res.dropped_in_outage, res.acked)
+            if not args.loop:
+                return 0 if res.acked else 1
+            start_wall = time.time_ns() + 2_000_000_000
+    finally:
+        link.cancel()
+        with contextlib.suppress(asyncio.CancelledError, NodeRejected):
+            await link
+
+
+__all__ = ["NodePublisher", "NodeRejected", "NodeClock", "play_scenario", "report_from_update", "ProtocolError"]

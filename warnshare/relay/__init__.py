@@ -1,0 +1,1 @@
+"""The relay: authenticates nodes, fuses their tracks and pushes alerts to subscribers."""

@@ -1,0 +1,190 @@
+"""Alert fan-out: encode each alert once, one writer task per subscriber, bounded queues.
+
+The publisher never awaits a subscriber: ``publish`` appends the already-encoded alert to each
+subscriber's queue and wakes its writer, which coalesces everything pending into one frame.
+A subscriber that falls behind first has its pending TRACK_UPDATEs conflated (the newest per
+event kept); one that cannot keep up even with the critical alerts is closed with
+SLOW_CONSUMER and may resume with ``since=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import msgpack
+
+from warnshare.protocol import Alert, AlertKind
+
+log = logging.getLogger(__name__)
+
+_PACKER = msgpack.Packer(use_bin_type=True)
+_BATCH_HEAD = b"\x84" + _PACKER.pack("type") + _PACKER.pack("alert_batch")
+_K_SENT = _PACKER.pack("relay_sent_ns")
+_K_ALERTS = _PACKER.pack("alerts")
+_K_CONFLATED = _PACKER.pack("conflated")
+
+
+class EncodedAlert:
+    """An alert with its msgpack bytes made once; JSON made once, on first demand."""
+
+    __slots__ = ("alert", "alert_id", "event_id", "kind", "critical", "msgpack", "_json")
+
+    def __init__(self, alert: Alert) -> None:
+        self.alert = alert
+        self.alert_id = alert.alert_id
+        self.event_id = alert.event_id
+        self.kind = alert.kind
+        self.critical = alert.kind != AlertKind.TRACK_UPDATE
+        self.msgpack: bytes = _PACKER.pack(alert.model_dump(mode="python"))
+        self._json: str | None = None
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            self._json = self.alert.model_dump_json()
+        return self._json
+
+
+def msgpack_batch(alerts: list[EncodedAlert], relay_sent_ns: int, conflated: int) -> bytes:
+    """An AlertBatch frame spliced from pre-encoded alerts (no re-encoding per subscriber)."""
+    return b"".join(
+        (
+            _BATCH_HEAD,
+            _K_SENT,
+            _PACKER.pack(relay_sent_ns),
+            _K_ALERTS,
+            _PACKER.pack_array_header(len(alerts)),
+            *(a.msgpack for a in alerts),
+            _K_CONFLATED,
+            _PACKER.pack(conflated),
+        )
+    )
+
+
+def json_batch(alerts: list[EncodedAlert], relay_sent_ns: int, conflated: int) -> str:
+    body = ",".join(a.json for a in alerts)
+    return (
+        f'{{"type":"alert_batch","relay_sent_ns":{relay_sent_ns},"alerts":[{body}],'
+        f'"conflated":{conflated}}}'
+    )
+
+
+Sender = Callable[[bytes | str], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One subscriber's queue and writer state."""
+
+    name: str
+    fmt: str  # "msgpack" or "json"
+    send: Sender
+    max_pending: int
+    max_frame_alerts: int
+    clock: Callable[[], int]
+    queue: deque[EncodedAlert] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    conflated_pending: int = 0
+    conflated_total: int = 0
+    frames_sent: int = 0
+    alerts_sent: int = 0
+    overflowed: bool = False
+    closed: bool = False
+
+    def offer(self, items: Iterable[EncodedAlert]) -> None:
+        if self.closed:
+            return
+        self.queue.extend(items)
+        if len(self.queue) > self.max_pending:
+            self._conflate()
+            if len(self.queue) > self.max_pending:
+                self.overflowed = True
+        self.wake.set()
+
+    def _conflate(self) -> None:
+        """Keep every critical alert and only the newest TRACK_UPDATE of each event."""
+        newest: dict[int, int] = {}
+        for a in self.queue:
+            if not a.critical:
+                newest[a.event_id] = a.alert_id
+        kept = deque(a for a in self.queue if a.critical or newest[a.event_id] == a.alert_id)
+        dropped = len(self.queue) - len(kept)
+        self.queue = kept
+        self.conflated_pending += dropped
+        self.conflated_total += dropped
+
+    async def run_writer(self) -> None:
+        """Drain the queue until closed; each wake-up sends everything pending in few frames."""
+        while not self.closed:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.overflowed:
+                return
+            while self.queue and not self.closed:
+                n = min(len(self.queue), self.max_frame_alerts)
+                items = [self.queue.popleft() for _ in range(n)]
+                conflated, self.conflated_pending = self.conflated_pending, 0
+                now = self.clock()
+                if self.fmt == "json":
+                    frame: bytes | str = json_batch(items, now, conflated)
+                else:
+                    frame = msgpack_batch(items, now, conflated)
+                await self.send(frame)
+                self.frames_sent += 1
+                self.alerts_sent += n
+                if self.overflowed:
+                    return
+
+
+class Hub:
+    """All subscribers, the recent-alert ring for ``since=`` and the last-value cache per event."""
+
+    def __init__(self, *, ring_size: int = 200_000, max_events_cached: int = 1000) -> None:
+        self.max_events_cached = max_events_cached
+        self.subscribers: set[Subscriber] = set()
+        self.ring: deque[EncodedAlert] = deque(maxlen=ring_size)
+        # event_id -> kind -> newest alert of that kind (the current picture for late joiners)
+        self.last_value: OrderedDict[int, dict[AlertKind, EncodedAlert]] = OrderedDict()
+        self.last_alert_id = 0
+
+    def publish(self, alerts: list[Alert]) -> list[EncodedAlert]:
+        if not alerts:
+            return []
+        encoded = [EncodedAlert(a) for a in alerts]
+        for e in encoded:
+            self.ring.append(e)
+            self.last_value.setdefault(e.event_id, {})[e.kind] = e
+        self.last_alert_id = encoded[-1].alert_id
+        while len(self.last_value) > self.max_events_cached:
+            self.last_value.popitem(last=False)
+        for sub in self.subscribers:
+            sub.offer(encoded)
+        return encoded
+
+    def snapshot(self) -> list[EncodedAlert]:
+        """The current picture: per event, the newest alert of each kind, in alert-id order."""
+        items = [a for kinds in self.last_value.values() for a in kinds.values()]
+        items.sort(key=lambda a: a.alert_id)
+        return items
+
+    def since(self, alert_id: int) -> list[EncodedAlert] | None:
+        """Every alert after ``alert_id``, or None when the ring no longer reaches back that far."""
+        if alert_id >= self.last_alert_id:
+            return []
+        if not self.ring or self.ring[0].alert_id > alert_id + 1:
+            return None
+        return [a for a in self.ring if a.alert_id > alert_id]
+
+    def attach(self, sub: Subscriber, backlog: list[EncodedAlert]) -> None:
+        """Register ``sub`` with its backlog queued first: no await between the two, so no gap."""
+        self.subscribers.add(sub)
+        sub.offer(backlog)
+
+    def detach(self, sub: Subscriber) -> None:
+        sub.closed = True
+        sub.wake.set()
+        self.subscribers.discard(sub)

@@ -1,0 +1,112 @@
+"""Node ingest rules, sans-I/O: hello, per-node sequence de-duplication, nation checks, clocks.
+
+A ``NodeLink`` outlives connections (a node that reconnects resumes after its last acked seq);
+``accept_batch`` decides which reports of a batch are new, refuses the whole batch when any
+report breaks a rule, and puts node timestamps on the relay's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from warnshare.latency import ClockOffsetEstimator
+from warnshare.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    Hello,
+    Nation,
+    ProtocolError,
+    ReportBatch,
+    TrackReport,
+)
+
+
+@dataclass
+class NodeLink:
+    """What the relay knows of one node across its connections."""
+
+    node_id: str
+    nation: Nation
+    last_seq: int = 0
+    clock: ClockOffsetEstimator = field(default_factory=ClockOffsetEstimator)
+    connection: object | None = None
+    accepted: int = 0
+    duplicates: int = 0
+
+
+class NodeRegistry:
+    def __init__(self) -> None:
+        self.links: dict[str, NodeLink] = {}
+
+    def hello(self, hello: Hello) -> NodeLink:
+        """The link for a hello; a node id stays bound to the nation it first declared."""
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {hello.protocol_version} is not supported",
+            )
+        link = self.links.get(hello.node_id)
+        if link is None:
+            link = self.links[hello.node_id] = NodeLink(hello.node_id, hello.nation)
+        elif link.nation != hello.nation:
+            raise ProtocolError(
+                ErrorCode.NATION_MISMATCH,
+                f"node {hello.node_id!r} is registered for {link.nation.value}, "
+                f"not {hello.nation.value}",
+            )
+        return link
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedBatch:
+    reports: list[TrackReport]  # new reports, timestamps on the relay clock
+    node_sent_ns: int  # on the relay clock
+    duplicates: int
+    acked_seq: int
+
+
+def accept_batch(link: NodeLink, batch: ReportBatch) -> AcceptedBatch:
+    """New reports of ``batch`` for ``link``; raises ProtocolError and accepts nothing on a
+    report of another nation, a sequence out of order or a gap after the last accepted seq."""
+    expected = link.last_seq + 1
+    new: list[TrackReport] = []
+    duplicates = 0
+    previous = 0
+    for report in batch.reports:
+        if report.nation != link.nation:
+            raise ProtocolError(
+                ErrorCode.NATION_MISMATCH,
+                f"report seq {report.seq} claims nation {report.nation.value} but node "
+                f"{link.node_id!r} speaks for {link.nation.value}",
+            )
+        if report.seq <= previous:
+            raise ProtocolError(
+                ErrorCode.SCHEMA_INVALID,
+                f"reports must be in ascending seq order ({report.seq} after {previous})",
+            )
+        previous = report.seq
+        if report.seq < expected:
+            duplicates += 1
+            continue
+        if report.seq > expected:
+            raise ProtocolError(
+                ErrorCode.SEQUENCE_GAP,
+                f"expected seq {expected}, got {report.seq}; resend from {link.last_seq + 1}",
+            )
+        new.append(report)
+        expected += 1
+    offset = link.clock.offset_ns
+    if offset:
+        new = [
+            r.model_copy(
+                update={
+                    "time_of_validity_ns": r.time_of_validity_ns - offset,
+                    "measured_ns": r.measured_ns - offset,
+                }
+            )
+            for r in new
+        ]
+    link.last_seq = expected - 1
+    link.accepted += len(new)
+    link.duplicates += duplicates
+    return AcceptedBatch(new, batch.sent_ns - offset, duplicates, link.last_seq)
