@@ -1,0 +1,51 @@
+# warnshare: one image for the relay, the national nodes and the alert logger.
+#
+#   docker build -t warnshare .                       # from python:3.12-slim
+#   docker build --build-arg PYTHON_IMAGE=... .       # any Debian-like image with python3 + venv
+#
+# Two stages: the build stage resolves the dependencies into a virtualenv (a layer that is
+# rebuilt only when pyproject.toml changes), then installs warnshare itself on top; the
+# runtime stage copies just that virtualenv, so pip caches and build tools stay behind.
+# No key material is ever copied in: signing keys are mounted at run time (see
+# docker-compose.yml), and .dockerignore keeps stray key files out of the build context.
+ARG PYTHON_IMAGE=python:3.12-slim
+
+FROM ${PYTHON_IMAGE} AS build
+# Proxy settings (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, ...) are predefined build args: pass
+# them with --build-arg when pip must go through a proxy; they never reach the final image.
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python3 -m venv /opt/warnshare \
+ && /opt/warnshare/bin/pip install "setuptools>=68" wheel
+WORKDIR /src
+COPY pyproject.toml ./
+# The dependency list is read from pyproject.toml so that there is one list to maintain.
+RUN python3 -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))' > requirements.txt \
+ && /opt/warnshare/bin/pip install -r requirements.txt
+COPY README.md ./
+COPY warnshare ./warnshare
+COPY sims ./sims
+RUN /opt/warnshare/bin/pip install --no-deps --no-build-isolation . \
+ && /opt/warnshare/bin/python -m compileall -q /opt/warnshare/lib \
+ && /opt/warnshare/bin/warnshare --version
+
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 warnshare \
+ && useradd --system --uid 10001 --gid warnshare --home-dir /var/lib/warnshare --create-home \
+      --shell /usr/sbin/nologin warnshare
+COPY --from=build /opt/warnshare /opt/warnshare
+# In a container the relay listens on all of the container's interfaces; where it is
+# reachable from is decided by the port publishing (127.0.0.1 only in docker-compose.yml).
+ENV PATH=/opt/warnshare/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    WARNSHARE_HOST=0.0.0.0 WARNSHARE_PORT=8000
+USER warnshare
+WORKDIR /var/lib/warnshare
+EXPOSE 8000
+# The relay's readiness (the default command). Nodes and the alert logger run from the same
+# image and serve nothing, so docker-compose.yml disables the check for them. Python rather
+# than curl: python:3.12-slim has no curl.
+HEALTHCHECK --interval=2s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WARNSHARE_PORT', '8000'), timeout=2)"]
+ENTRYPOINT ["warnshare"]
+CMD ["relay"]
