@@ -1,0 +1,246 @@
+"""End to end over real sockets: a uvicorn relay, three node clients, msgpack and JSON subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import msgpack
+import pytest
+import websockets
+
+from tests.synth import ballistic_arc, national_reports
+from warnshare.node import NodeClock, NodePublisher
+from warnshare.protocol import (
+    MAX_NODE_FRAME_BYTES,
+    NATIONS,
+    AlertBatch,
+    AlertKind,
+    CloseCode,
+    ErrorCode,
+    ErrorMessage,
+    Hello,
+    Nation,
+    ReportBatch,
+    Welcome,
+    decode_relay_to_node,
+    decode_relay_to_subscriber,
+    encode,
+)
+
+STATES = ballistic_arc(39.2, 125.7, 95, 5500, 40, 60)
+
+
+class Listener:
+    """A raw WebSocket subscriber that records every alert it is sent."""
+
+    def __init__(self, url: str, fmt: str) -> None:
+        self.url = f"{url}/v1/alerts" + ("?format=json" if fmt == "json" else "")
+        self.fmt = fmt
+        self.alerts: list = []
+        self.welcome: Welcome | None = None
+        self.task: asyncio.Task | None = None
+        self.ws = None
+
+    async def start(self) -> None:
+        self.ws = await websockets.connect(self.url, compression=None)
+        self.welcome = decode_relay_to_subscriber(await self.ws.recv())
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for frame in self.ws:
+            assert isinstance(frame, str) == (self.fmt == "json")
+            msg = decode_relay_to_subscriber(frame)
+            if isinstance(msg, AlertBatch):
+                self.alerts.extend(msg.alerts)
+
+    async def wait_for(self, predicate, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate(self.alerts):
+            assert time.monotonic() < deadline, f"timed out; got {len(self.alerts)} alerts"
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def publish_missile(url: str, nations=NATIONS, skew_s: dict | None = None) -> list[NodePublisher]:
+    pubs = []
+    for k, nation in enumerate(nations):
+        clock = NodeClock(int((skew_s or {}).get(nation, 0) * 1e9))
+        pub = NodePublisher(url, nation, f"{nation.value.lower()}-test", clock=clock)
+        pub.task = asyncio.create_task(pub.run())
+        now = time.time_ns()
+        reports = national_reports(STATES, nation, track_number=100 + k, seed=k, measured_base_ns=now)
+        if clock.skew_ns:
+            reports = [r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + clock.skew_ns,
+                                            "measured_ns": r.measured_ns + clock.skew_ns}) for r in reports]
+        pub._next_seq = len(reports) + 1
+        pub.submit(reports)
+        pubs.append(pub)
+    for pub in pubs:
+        assert await pub.wait_acked(20), f"{pub.node_id} not acked"
+    return pubs
+
+
+async def stop_publishers(pubs) -> None:
+    for pub in pubs:
+        pub.task.cancel()
+    await asyncio.gather(*(p.task for p in pubs), return_exceptions=True)
+
+
+async def test_three_nations_one_missile_one_event_same_alerts_for_msgpack_and_json(relay_server) -> None:
+    mp, js = Listener(relay_server.ws_url, "msgpack"), Listener(relay_server.ws_url, "json")
+    await mp.start()
+    await js.start()
+    pubs = await publish_missile(relay_server.ws_url)
+    total = 3 * len(STATES)
+    await mp.wait_for(lambda a: sum(x.kind == AlertKind.TRACK_UPDATE for x in a) >= total)
+    await js.wait_for(lambda a: len(a) >= len(mp.alerts))
+    await stop_publishers(pubs)
+    await mp.stop()
+    await js.stop()
+
+    assert [a.alert_id for a in mp.alerts] == [a.alert_id for a in js.alerts]
+    assert mp.alerts == js.alerts
+    assert [a.alert_id for a in mp.alerts] == sorted({a.alert_id for a in mp.alerts})
+    assert {a.event_id for a in mp.alerts} == {mp.alerts[0].event_id}, "one missile must be one event"
+    kinds = [a.kind for a in mp.alerts]
+    assert kinds[0] == AlertKind.LAUNCH_DETECTED and kinds.count(AlertKind.LAUNCH_DETECTED) == 1
+    assert set(mp.alerts[-1].nations) == set(NATIONS)
+    for a in mp.alerts:
+        h = a.hops
+        assert h.measured_ns <= h.node_sent_ns + 50_000_000 and h.node_sent_ns <= h.relay_received_ns + 50_000_000
+        assert h.relay_received_ns <= h.fused_ns
+        assert not hasattr(a, "sensor_ids")
+    async with httpx.AsyncClient(base_url=relay_server.http_url) as http:
+        events = (await http.get("/v1/events")).json()
+        assert len(events) == 1 and set(events[0]["nations"]) == {"USA", "JPN", "KOR"}
+        metrics = (await http.get("/metrics")).text
+        assert 'warnshare_reports_accepted_total{nation="JPN"} 61.0' in metrics
+
+
+async def test_late_joiner_gets_the_current_picture_and_since_resumes_without_gap(relay_server) -> None:
+    pubs = await publish_missile(relay_server.ws_url, nations=[Nation.KOR])
+    first = Listener(relay_server.ws_url, "msgpack")
+    await first.start()
+    await first.wait_for(lambda a: len(a) >= 1)
+    kinds = {a.kind for a in first.alerts}
+    assert AlertKind.LAUNCH_DETECTED in kinds and AlertKind.TRACK_UPDATE in kinds
+    assert len(first.alerts) < len(STATES), "a late joiner gets the picture, not the history"
+    await first.stop()
+    await stop_publishers(pubs)
+    last = relay_server.relay.hub.last_alert_id
+    async with websockets.connect(f"{relay_server.ws_url}/v1/alerts?since={last - 10}") as ws:
+        assert isinstance(decode_relay_to_subscriber(await ws.recv()), Welcome)
+        got = []
+        while len(got) < 10:
+            got.extend(decode_relay_to_subscriber(await asyncio.wait_for(ws.recv(), 5)).alerts)
+        assert [a.alert_id for a in got] == list(range(last - 9, last + 1))
+
+
+async def test_node_that_reconnects_resends_only_what_was_not_acked(relay_server) -> None:
+    reports = national_reports(STATES, Nation.USA, track_number=5)
+    async with websockets.connect(f"{relay_server.ws_url}/v1/ingest") as ws:
+        await ws.send(encode(Hello(protocol_version=1, nation=Nation.USA, node_id="usa-r", sent_ns=time.time_ns())))
+        assert decode_relay_to_node(await ws.recv()).last_acked_seq == 0
+        await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=reports[:20])))
+        while True:
+            msg = decode_relay_to_node(await ws.recv())
+            if msg.type == "ack":
+                assert msg.acked_seq == 20
+                break
+    pub = NodePublisher(relay_server.ws_url, Nation.USA, "usa-r")
+    pub._next_seq = len(reports) + 1
+    pub.submit(reports)  # a node restarted from its own log re-sends everything
+    pub.task = asyncio.create_task(pub.run())
+    assert await pub.wait_acked(10)
+    await stop_publishers([pub])
+    link = relay_server.relay.nodes.links["usa-r"]
+    assert link.accepted == len(reports) and link.duplicates == 20 and link.last_seq == len(reports)
+
+
+async def _expect_refusal(url: str, frames: list, code: ErrorCode | None, close_code: int) -> None:
+    async with websockets.connect(f"{url}/v1/ingest", max_size=None) as ws:
+        for f in frames:
+            await ws.send(f)
+        error = None
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            while True:
+                msg = decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))
+                if isinstance(msg, ErrorMessage):
+                    error = msg
+    if code is not None:
+        assert error is not None and error.code == code
+    assert info.value.rcvd.code == close_code
+
+
+def _hello(nation: Nation = Nation.JPN, node_id: str = "bad-1", version: int = 1) -> bytes:
+    return msgpack.packb({"type": "hello", "protocol_version": version, "nation": nation.value,
+                          "node_id": node_id, "sent_ns": time.time_ns(), "auth": {"scheme": "none"}})
+
+
+async def test_malformed_input_gets_documented_errors_and_the_relay_keeps_serving(relay_server) -> None:
+    url = relay_server.ws_url
+    watcher = Listener(url, "json")
+    await watcher.start()
+    good = national_reports(STATES, Nation.JPN, track_number=1)[:2]
+    spoof = national_reports(STATES, Nation.KOR, track_number=1)[:1]
+    cases = [
+        ([b"\xc1 not msgpack"], ErrorCode.MALFORMED_FRAME, CloseCode.INVALID_PAYLOAD),
+        (["a text frame"], ErrorCode.MALFORMED_FRAME, CloseCode.INVALID_PAYLOAD),
+        ([msgpack.packb({"type": "hello", "nation": 7})], ErrorCode.SCHEMA_INVALID, CloseCode.SCHEMA_INVALID),
+        ([_hello(version=9)], ErrorCode.UNSUPPORTED_VERSION, CloseCode.UNSUPPORTED_VERSION),
+        ([encode(ReportBatch(sent_ns=1, reports=good))], ErrorCode.HELLO_REQUIRED, CloseCode.HELLO_REQUIRED),
+        ([_hello(node_id="bad-2"), encode(ReportBatch(sent_ns=1, reports=spoof))], ErrorCode.NATION_MISMATCH, CloseCode.NATION_MISMATCH),
+        ([_hello(node_id="bad-3"), msgpack.packb({"type": "report_batch", "sent_ns": 1, "reports": [{"seq": "x"}]})],
+         ErrorCode.SCHEMA_INVALID, CloseCode.SCHEMA_INVALID),
+        ([_hello(node_id="bad-4"), b"\x00" * (MAX_NODE_FRAME_BYTES + 1)], None, CloseCode.TOO_BIG),
+    ]
+    for frames, code, close_code in cases:
+        await _expect_refusal(url, frames, code, int(close_code))
+    # everything else still works: a node publishes and the watcher, connected all along, hears it
+    pubs = await publish_missile(url, nations=[Nation.JPN])
+    await watcher.wait_for(lambda a: any(x.kind == AlertKind.LAUNCH_DETECTED for x in a))
+    await stop_publishers(pubs)
+    await watcher.stop()
+    async with httpx.AsyncClient(base_url=relay_server.http_url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        metrics = (await http.get("/metrics")).text
+    assert 'warnshare_frames_rejected_total{code="NATION_MISMATCH"} 1.0' in metrics
+
+
+async def test_bad_subscriber_requests_are_refused_clearly(relay_server) -> None:
+    for query, close_code in (("format=xml", CloseCode.BAD_REQUEST), ("since=-4", CloseCode.BAD_REQUEST)):
+        async with websockets.connect(f"{relay_server.ws_url}/v1/alerts?{query}") as ws:
+            msg = json.loads(await ws.recv())
+            assert msg["type"] == "error" and msg["code"] == "BAD_REQUEST"
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == close_code
+    async with websockets.connect(f"{relay_server.ws_url}/v1/alerts?format=json") as ws:
+        await ws.recv()  # welcome
+        await ws.send("{oops")
+        msg = json.loads(await ws.recv())
+        assert msg["code"] == "MALFORMED_FRAME"
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd.code == CloseCode.INVALID_PAYLOAD
+
+
+async def test_a_node_five_seconds_fast_gets_the_same_hop_latencies(relay_server) -> None:
+    mp = Listener(relay_server.ws_url, "msgpack")
+    await mp.start()
+    pubs = await publish_missile(relay_server.ws_url, nations=[Nation.JPN, Nation.KOR], skew_s={Nation.KOR: 5.0})
+    await stop_publishers(pubs)
+    await mp.wait_for(lambda a: sum(x.kind == AlertKind.TRACK_UPDATE for x in a) >= 2 * len(STATES))
+    await mp.stop()
+    link = relay_server.relay.nodes.links["kor-test"]
+    assert abs(link.clock.offset_ns - 5_000_000_000) < 2_000_000
+    for nation in (Nation.JPN, Nation.KOR):
+        hop = [a.hops.relay_received_ns - a.hops.node_sent_ns for a in mp.alerts
+               if a.hops.source_nation == nation and a.kind == AlertKind.TRACK_UPDATE]
+        assert hop and max(abs(h) for h in hop) < 100_000_000, f"{nation}: hop not corrected"

@@ -1,0 +1,71 @@
+"""Ingest rules: duplicates dropped, gaps and foreign nations refused whole, clocks corrected."""
+
+from __future__ import annotations
+
+import pytest
+
+from warnshare.protocol import ErrorCode, Hello, Nation, ProtocolError, ReportBatch
+from warnshare.relay.ingest import NodeRegistry, accept_batch
+from tests.synth import ballistic_arc, national_reports
+
+STATES = ballistic_arc(39.2, 125.7, 95, 5500, 40, 20)
+
+
+def link(nation: Nation = Nation.JPN):
+    return NodeRegistry().hello(Hello(protocol_version=1, nation=nation, node_id="n1", sent_ns=1))
+
+
+def batch(reports, sent_ns: int = 10**18) -> ReportBatch:
+    return ReportBatch(sent_ns=sent_ns, reports=reports)
+
+
+def test_resent_reports_are_dropped_as_duplicates() -> None:
+    lk = link()
+    reports = national_reports(STATES, Nation.JPN, track_number=1)
+    first = accept_batch(lk, batch(reports[:10]))
+    assert [r.seq for r in first.reports] == list(range(1, 11)) and first.acked_seq == 10
+    again = accept_batch(lk, batch(reports[5:15]))
+    assert again.duplicates == 5
+    assert [r.seq for r in again.reports] == list(range(11, 16)) and again.acked_seq == 15
+
+
+def test_a_gap_refuses_the_whole_batch_and_keeps_state() -> None:
+    lk = link()
+    reports = national_reports(STATES, Nation.JPN, track_number=1)
+    accept_batch(lk, batch(reports[:3]))
+    with pytest.raises(ProtocolError) as info:
+        accept_batch(lk, batch(reports[4:8]))
+    assert info.value.code == ErrorCode.SEQUENCE_GAP
+    assert lk.last_seq == 3
+    assert accept_batch(lk, batch(reports[3:5])).acked_seq == 5
+
+
+def test_a_report_of_another_nation_refuses_the_batch() -> None:
+    lk = link(Nation.JPN)
+    good = national_reports(STATES, Nation.JPN, track_number=1)[:2]
+    spoofed = national_reports(STATES, Nation.KOR, track_number=1, first_seq=3)[:1]
+    with pytest.raises(ProtocolError) as info:
+        accept_batch(lk, batch(good + spoofed))
+    assert info.value.code == ErrorCode.NATION_MISMATCH
+    assert lk.last_seq == 0 and lk.accepted == 0
+
+
+def test_node_id_stays_with_its_first_nation() -> None:
+    reg = NodeRegistry()
+    reg.hello(Hello(protocol_version=1, nation=Nation.JPN, node_id="n1", sent_ns=1))
+    with pytest.raises(ProtocolError) as info:
+        reg.hello(Hello(protocol_version=1, nation=Nation.KOR, node_id="n1", sent_ns=1))
+    assert info.value.code == ErrorCode.NATION_MISMATCH
+
+
+def test_timestamps_are_moved_to_the_relay_clock() -> None:
+    lk = link()
+    skew = 5_000_000_000
+    lk.clock.add_exchange(1000, 1000 + 100 + skew, 1000 + 150 + skew, 1000 + 250)  # symmetric 100 ns each way
+    reports = national_reports(STATES, Nation.JPN, track_number=1)[:2]
+    skewed = [r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + skew,
+                                   "measured_ns": r.measured_ns + skew}) for r in reports]
+    out = accept_batch(lk, batch(skewed, sent_ns=7 + skew))
+    assert [r.time_of_validity_ns for r in out.reports] == [r.time_of_validity_ns for r in reports]
+    assert [r.measured_ns for r in out.reports] == [r.measured_ns for r in reports]
+    assert out.node_sent_ns == 7
