@@ -1,0 +1,151 @@
+"""Trajectory solver: find the pitch programme and energy cut-off that fly a stated apogee and range.
+
+The two published figures of a test pin down two free parameters of the flight: the thrust
+elevation after pitch-over (sets the loft) and the share of the last stage burned (sets the
+energy). At a fixed cut-off the apogee rises monotonically with the pitch; at a fixed apogee the
+range rises monotonically with the cut-off; so two nested one-dimensional root finds converge
+without a Jacobian, on coarse flights, and one fine flight confirms the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from warnshare.geo import MEAN_RADIUS_M, destination_point, initial_bearing_deg
+
+from .flight import MissileClass, RawFlight, Steering, fly
+
+PITCH_MIN_DEG = 4.0
+PITCH_MAX_DEG = 89.5
+CUTOFF_MIN = 0.05
+
+
+@dataclass(frozen=True)
+class Solution:
+    steering: Steering
+    flight: RawFlight
+    converged: bool
+    message: str = ""
+
+
+def _root(f: Callable[[float], float], lo: float, hi: float, x0: float, tol: float, max_iter: int = 25) -> tuple[float, bool]:
+    """Root of an increasing f on [lo, hi]: secant steps kept inside a shrinking bracket."""
+    flo, fhi = f(lo), f(hi)
+    if flo > 0:
+        return lo, False
+    if fhi < 0:
+        return hi, False
+    x = min(max(x0, lo), hi)
+    for _ in range(max_iter):
+        fx = f(x)
+        if abs(fx) < tol:
+            return x, True
+        if fx < 0:
+            lo, flo = x, fx
+        else:
+            hi, fhi = x, fx
+        # regula falsi on the bracket, bisection when it stalls near an end
+        xn = lo - flo * (hi - lo) / (fhi - flo)
+        if not (lo + 0.05 * (hi - lo) < xn < hi - 0.05 * (hi - lo)):
+            xn = 0.5 * (lo + hi) if abs(xn - x) < 1e-12 else xn
+        x = min(max(xn, lo), hi)
+        if hi - lo < 1e-7:
+            return x, True
+    return x, False
+
+
+def minimum_energy_apogee_m(range_m: float) -> float:
+    """Apogee of the minimum-energy Kepler arc between two surface points ``range_m`` apart."""
+    phi = range_m / MEAN_RADIUS_M
+    r = MEAN_RADIUS_M
+    nu = 2.0 * math.sin(phi / 2) / (1.0 + math.sin(phi / 2))  # v^2 r / GM
+    gamma = (math.pi - phi) / 4.0
+    a = r / (2.0 - nu)
+    e = math.sqrt(max(0.0, 1.0 - nu * (2.0 - nu) * math.cos(gamma) ** 2))
+    return a * (1.0 + e) - r
+
+
+def profile_apogee_m(profile: str, range_m: float) -> float:
+    """Apogee a class flies at a range when a scenario gives only a profile."""
+    me = minimum_energy_apogee_m(range_m)
+    factor = {"minimum-energy": 1.0, "lofted": 3.0, "depressed": 0.45}.get(profile)
+    if factor is None:
+        raise ValueError(f"unknown profile {profile!r}: minimum-energy, lofted or depressed")
+    return me * factor
+
+
+def solve(
+    missile: MissileClass,
+    launch_lat_deg: float,
+    launch_lon_deg: float,
+    azimuth_deg: float,
+    apogee_m: float,
+    range_m: float,
+    launch_alt_m: float = 0.0,
+    bank_deg: float = 0.0,
+    tol: float = 2e-3,
+) -> Solution:
+    """Steering that flies ``missile`` to ``apogee_m`` and ``range_m`` along ``azimuth_deg``."""
+    cache: dict[tuple[float, float], RawFlight] = {}
+
+    def flown(pitch: float, cutoff: float) -> RawFlight:
+        key = (round(pitch, 9), round(cutoff, 9))
+        if key not in cache:
+            cache[key] = fly(missile, launch_lat_deg, launch_lon_deg,
+                             Steering(azimuth_deg, pitch, cutoff, bank_deg), launch_alt_m, coarse=True)
+        return cache[key]
+
+    pitch_guess = [missile.nominal_pitch_deg]
+    shape = math.log(apogee_m / range_m)
+
+    def pitch_for_shape(cutoff: float) -> tuple[float, bool]:
+        # apogee / range rises monotonically with the pitch on both the depressed and the
+        # lofted branch, and stays well conditioned near the vertical where apogee alone is not
+        def f(p: float) -> float:
+            fl = flown(p, cutoff)
+            return math.log(max(fl.apogee_m, 1.0) / max(fl.range_m, 1.0)) - shape
+
+        p, ok = _root(f, PITCH_MIN_DEG, PITCH_MAX_DEG, pitch_guess[0], tol)
+        pitch_guess[0] = p
+        return p, ok
+
+    def range_error(cutoff: float) -> float:
+        p, _ = pitch_for_shape(cutoff)
+        return math.log(max(flown(p, cutoff).range_m, 1.0) / range_m)
+
+    cutoff, ok_c = _root(range_error, CUTOFF_MIN, 1.0, 0.9, tol)
+    pitch, ok_p = pitch_for_shape(cutoff)
+    steering = Steering(azimuth_deg, pitch, cutoff, bank_deg)
+    final = fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m)
+    msg = ""
+    if not (ok_c and ok_p):
+        msg = (f"{missile.name} cannot fly apogee {apogee_m / 1e3:.0f} km and range {range_m / 1e3:.0f} km; "
+               f"closest: {final.apogee_m / 1e3:.0f} km, {final.range_m / 1e3:.0f} km")
+    return Solution(steering, final, ok_c and ok_p, msg)
+
+
+def aim(
+    missile: MissileClass,
+    launch_lat_deg: float,
+    launch_lon_deg: float,
+    apogee_m: float,
+    range_m: float,
+    azimuth_deg: float,
+    launch_alt_m: float = 0.0,
+    bank_deg: float = 0.0,
+) -> Solution:
+    """Solve, then turn the launch azimuth once so the impact lies on the requested bearing
+    (Earth rotation and a glide's bank push the ground track off the launch heading)."""
+    sol = solve(missile, launch_lat_deg, launch_lon_deg, azimuth_deg, apogee_m, range_m, launch_alt_m, bank_deg)
+    got = initial_bearing_deg(launch_lat_deg, launch_lon_deg, sol.flight.impact_lat_deg, sol.flight.impact_lon_deg)
+    err = (got - azimuth_deg + 540.0) % 360.0 - 180.0
+    if abs(err) < 0.05:
+        return sol
+    st = sol.steering
+    steering = Steering((azimuth_deg - err) % 360.0, st.pitch_final_deg, st.cutoff_fraction, st.bank_deg)
+    return Solution(steering, fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m), sol.converged, sol.message)
+
+
+__all__ = ["Solution", "aim", "destination_point", "minimum_energy_apogee_m", "profile_apogee_m", "solve"]
