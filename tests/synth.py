@@ -34,7 +34,8 @@ def ballistic_arc(lat_deg: float, lon_deg: float, azimuth_deg: float, speed_mps:
 def national_reports(states: np.ndarray, nation: Nation, *, track_number: int, first_seq: int = 1,
                      t0_ns: int = T0_NS, every: int = 1, sigma_m: float = 300.0, sigma_v: float = 30.0,
                      seed: int = 0, measured_base_ns: int | None = None) -> list[TrackReport]:
-    """Noisy reports of one nation every ``every`` states, seq from ``first_seq``."""
+    """Noisy reports of one nation every ``every`` states, seq from ``first_seq``; all
+    measured at ``measured_base_ns`` when given (a burst), else at their validity time."""
     rng = np.random.default_rng(seed)
     cov = np.diag([sigma_m**2] * 3 + [sigma_v**2] * 3)
     upper = covariance_to_upper(cov)
@@ -45,7 +46,7 @@ def national_reports(states: np.ndarray, nation: Nation, *, track_number: int, f
         tov = t0_ns + i * 1_000_000_000
         out.append(TrackReport(
             seq=seq, nation=nation, track_number=track_number, time_of_validity_ns=tov,
-            measured_ns=measured_base_ns + i * 1_000_000_000 if measured_base_ns else tov,
+            measured_ns=measured_base_ns if measured_base_ns else tov,
             position_ecef_m=[float(v) for v in noisy[:3]], velocity_ecef_mps=[float(v) for v in noisy[3:]],
             covariance=upper, track_quality=12, flight_phase=FlightPhase.MIDCOURSE,
             releasable_to=list(NATIONS),
