@@ -1,0 +1,734 @@
+"""The fusion engine: national track reports in, one fused event per missile and its alerts out.
+
+Sans-I/O and deterministic: no clock, no file, no randomness, insertion-ordered state only, so
+the same calls give byte-identical alerts. The per-report path (``ingest``) keeps to scalar math
+and a handful of small numpy calls; costly work (impact prediction with sigma points, global
+re-association, CI weight optimisation) runs at most once per configured interval of track time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+from warnshare import regions
+from warnshare.fusion import association, ci, dynamics
+from warnshare.fusion.impact import (
+    GroundPoint,
+    launch_from_ballistic,
+    launch_from_boost,
+    predict_impact,
+)
+from warnshare.protocol import (
+    NATIONS,
+    Alert,
+    AlertKind,
+    Assessment,
+    DataMode,
+    EventSummary,
+    FlightPhase,
+    FusedState,
+    GroundEstimate,
+    Hops,
+    ImpactArea,
+    Nation,
+    TrackReport,
+)
+
+_NS = 1_000_000_000
+_IU = np.triu_indices(6)
+# index of each full-matrix cell in the 21-number upper triangle
+_FULL_FROM_UPPER = np.array(
+    [[_k for _k, (_i, _j) in enumerate(zip(*_IU, strict=True)) if (_i, _j) == (min(r, c), max(r, c))][0]
+     for r in range(6) for c in range(6)]
+)
+_PROTECTED_AREAS = frozenset({ImpactArea.JPN_TERRITORY, ImpactArea.KOR_TERRITORY, ImpactArea.JPN_EEZ})
+_AREA_TEXT = {
+    ImpactArea.JPN_TERRITORY: "inside JPN territory",
+    ImpactArea.KOR_TERRITORY: "inside KOR territory",
+    ImpactArea.JPN_EEZ: "inside JPN EEZ",
+    ImpactArea.OUTSIDE: "outside JPN/KOR territory and JPN EEZ",
+}
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Tuning of the engine. ``*_s`` are seconds of track time (time of validity); ``*_timeout_ns``
+    are wall-clock nanoseconds on the relay's clock (compressed when scenarios replay fast)."""
+
+    #: Gate on the squared Mahalanobis distance (6 dof; 99.9% is 22.5).
+    gate_chi2: float = 30.0
+    #: Unknown relative registration bias between two nations, added to the gate covariance.
+    bias_pos_sigma_m: float = 500.0
+    bias_vel_sigma_mps: float = 10.0
+    #: White-acceleration noise spectral density (m^2/s^3) while boosting / in ballistic flight.
+    q_boost: float = 900.0
+    q_ballistic: float = 4.0
+    #: A member older than this (relative to the newest) is left out of the fused state.
+    member_stale_s: float = 5.0
+    #: A member older than this leaves its event (its nation may come back under any number).
+    member_drop_s: float = 60.0
+    #: Re-association and duplicate-event merge run once per this much track time.
+    scan_interval_s: float = 1.0
+    #: Consecutive scans two single-nation-disjoint events must agree before they merge.
+    merge_scans: int = 3
+    #: CI weights are re-optimised at most once per this much track time (any weight is consistent).
+    reweight_interval_s: float = 1.0
+    #: Impact prediction (sigma points to the ground) at most once per this much track time.
+    impact_interval_s: float = 1.0
+    #: Longest flight the impact propagation follows (s).
+    max_flight_s: float = 6000.0
+    #: No update for this long (wall): IMPACT if the missile was near the ground, else TRACK_LOST.
+    lost_timeout_ns: int = 20 * _NS
+    #: No update for this long (wall): FINAL_ASSESSMENT of an impacted or lost event.
+    final_timeout_ns: int = 40 * _NS
+    #: The feeds ending within this much flight time of the predicted impact count as an impact.
+    impact_window_s: float = 120.0
+    #: Or the last fused altitude below this (m), descending.
+    near_ground_alt_m: float = 30_000.0
+
+
+@dataclass(slots=True)
+class _Member:
+    """One national track (nation, track_number) as last reported."""
+
+    nation: Nation
+    track_number: int
+    event_id: int
+    x: list[float]
+    p: NDArray
+    tov_ns: int
+    received_ns: int
+    releasable: tuple[Nation, ...]
+    quality: int
+    boosting: bool
+    phase: FlightPhase
+    launch_estimate: GroundEstimate | None
+    data_mode: DataMode
+
+
+@dataclass(slots=True)
+class _Event:
+    event_id: int
+    data_mode: DataMode
+    members: dict[tuple[Nation, int], _Member] = field(default_factory=dict)
+    status: str = "ACTIVE"
+    x: NDArray | None = None
+    p: NDArray | None = None
+    tov_ns: int = 0
+    last_received_ns: int = 0
+    last_hops: tuple = ()
+    first_alert_id: int = 0
+    last_alert_id: int = 0
+    launch_alert_id: int = 0
+    contributors: set = field(default_factory=set)
+    nations: list[Nation] = field(default_factory=list)
+    releasable: list[Nation] = field(default_factory=list)
+    quality: int = 0
+    phase: FlightPhase = FlightPhase.UNKNOWN
+    boosting: bool = False
+    max_alt_m: float = 0.0
+    weights_key: tuple = ()
+    weights: NDArray | None = None
+    weights_tov_ns: int = -(1 << 62)
+    impact_tov_ns: int = -(1 << 62)
+    launch: GroundEstimate | None = None
+    launch_alt_m: float = math.inf
+    impact: GroundPoint | None = None
+    impact_estimate: GroundEstimate | None = None
+    impact_area: ImpactArea | None = None
+    issued_impact: GroundPoint | None = None
+    issued_impact_area: ImpactArea | None = None
+    issued_impact_alert_id: int = 0
+    overflight: list[Nation] = field(default_factory=list)
+    overflight_alert_id: int = 0
+    lost_alert_id: int = 0
+    final: bool = False
+    assessment: Assessment | None = None
+    merge_votes: dict[int, int] = field(default_factory=dict)
+    state: FusedState | None = None
+
+
+class FusionEngine:
+    """Associates national tracks into events (one per missile), fuses them by covariance
+    intersection, predicts launch and impact, and issues the alert lifecycle."""
+
+    def __init__(self, config: FusionConfig | None = None) -> None:
+        self.config = config or FusionConfig()
+        c = self.config
+        self._gate_bias = association.bias_covariance(c.bias_pos_sigma_m, c.bias_vel_sigma_mps)
+        self._members: dict[tuple[Nation, int], _Member] = {}
+        self._events: dict[int, _Event] = {}
+        self._next_event_id = 1
+        self._last_alert_id = 0
+        self._next_scan_tov_ns: int | None = None
+        self._stale_ns = int(c.member_stale_s * _NS)
+        self._drop_ns = int(c.member_drop_s * _NS)
+        self._reweight_ns = int(c.reweight_interval_s * _NS)
+        self._impact_ns = int(c.impact_interval_s * _NS)
+        self._scan_ns = int(c.scan_interval_s * _NS)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def last_alert_id(self) -> int:
+        return self._last_alert_id
+
+    def ingest(
+        self,
+        report: TrackReport,
+        *,
+        node_sent_ns: int,
+        received_ns: int,
+        clock_offset_ns: int = 0,
+        clock_rtt_ns: int = 0,
+    ) -> list[Alert]:
+        """Take one national track report; return the alerts it causes (at least one
+        TRACK_UPDATE when it updates an event)."""
+        hops = (report.measured_ns, node_sent_ns, received_ns, report.nation, clock_offset_ns, clock_rtt_ns)
+        out: list[Alert] = []
+        key = (report.nation, report.track_number)
+        tov = report.time_of_validity_ns
+        member = self._members.get(key)
+        if report.lost:
+            if member is not None:
+                self._detach(member)
+                del self._members[key]
+            return out
+        x = [*report.position_ecef_m, *report.velocity_ecef_mps]
+        p = np.asarray(report.covariance, dtype=float)[_FULL_FROM_UPPER].reshape(6, 6)
+        if member is None:
+            member = _Member(
+                report.nation, report.track_number, 0, x, p, tov, received_ns,
+                tuple(report.releasable_to), report.track_quality, report.boosting,
+                report.flight_phase, report.launch_estimate, report.data_mode,
+            )
+            self._members[key] = member
+        else:
+            member.x, member.p, member.tov_ns, member.received_ns = x, p, tov, received_ns
+            member.releasable = tuple(report.releasable_to)
+            member.quality, member.boosting, member.phase = report.track_quality, report.boosting, report.flight_phase
+            if report.launch_estimate is not None:
+                member.launch_estimate = report.launch_estimate
+        event = self._events.get(member.event_id)
+        if event is None or event.final or event.status == "IMPACTED":
+            if event is not None:
+                event.members.pop(key, None)
+                member.event_id = 0
+            event = self._associate_new(member, hops, received_ns, out)
+        elif event.status == "LOST":
+            self._revive(event, hops, received_ns, out)
+        if self._next_scan_tov_ns is None:
+            self._next_scan_tov_ns = tov + self._scan_ns
+        elif tov >= self._next_scan_tov_ns:
+            self._next_scan_tov_ns = tov + self._scan_ns
+            self._scan(tov, hops, received_ns, out)
+            event = self._events.get(member.event_id)
+            if event is None:
+                return out
+        self._update_event(event, tov, hops, received_ns)
+        out.append(self._alert(event, AlertKind.TRACK_UPDATE, received_ns, hops, self._update_text(event)))
+        self._lifecycle(event, hops, received_ns, out)
+        return out
+
+    def tick(self, now_ns: int) -> list[Alert]:
+        """Advance wall time: time-outs give IMPACT or TRACK_LOST, then FINAL_ASSESSMENT."""
+        out: list[Alert] = []
+        c = self.config
+        for event in list(self._events.values()):
+            idle = now_ns - event.last_received_ns
+            if event.status == "ACTIVE" and idle > c.lost_timeout_ns:
+                hops = event.last_hops
+                if self._near_ground(event):
+                    event.status = "IMPACTED"
+                    self._predict(event, force=True)
+                    out.append(self._alert(event, AlertKind.IMPACT, now_ns, hops, self._impact_text(event),
+                                           fused_ns=now_ns))
+                else:
+                    event.status = "LOST"
+                    alert = self._alert(event, AlertKind.TRACK_LOST, now_ns, hops, self._lost_text(event),
+                                        fused_ns=now_ns)
+                    event.lost_alert_id = alert.alert_id
+                    out.append(alert)
+            if event.status in ("IMPACTED", "LOST") and not event.final and idle > c.final_timeout_ns:
+                event.final = True
+                self._assess(event)
+                out.append(self._alert(event, AlertKind.FINAL_ASSESSMENT, now_ns, event.last_hops,
+                                       self._final_text(event), fused_ns=now_ns))
+        return out
+
+    def events(self) -> list[EventSummary]:
+        """Every event (one per missile), in event-id order."""
+        out = []
+        for e in self._events.values():
+            out.append(
+                EventSummary.model_construct(
+                    event_id=e.event_id,
+                    status=e.status,
+                    first_alert_id=e.first_alert_id,
+                    last_alert_id=e.last_alert_id,
+                    nations=list(e.nations),
+                    state=e.state,
+                    launch=e.launch,
+                    impact=e.impact_estimate,
+                    impact_area=e.impact_area,
+                    overflight=list(e.overflight),
+                    assessment=e.assessment,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------ association
+
+    def _associate_new(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
+        """Put a track the engine has not placed yet into the best-gated event, or a new one."""
+        best, best_cost = None, self.config.gate_chi2
+        for event in self._events.values():
+            if event.final or event.status == "IMPACTED" or event.data_mode != member.data_mode:
+                continue
+            if event.x is None:
+                continue
+            cost = self._cost(member, event, member.tov_ns)
+            # A nation rarely holds two live tracks on one missile: prefer another event.
+            if any(m.nation == member.nation and member.tov_ns - m.tov_ns < self._stale_ns
+                   for m in event.members.values()):
+                cost += 0.5 * self.config.gate_chi2
+            if cost < best_cost:
+                best, best_cost = event, cost
+        if best is None:
+            return self._new_event(member, hops, received_ns, out)
+        self._attach(member, best)
+        if best.status == "LOST":
+            self._revive(best, hops, received_ns, out)
+        return best
+
+    def _cost(self, member: _Member, event: _Event, t_ns: int) -> float:
+        """Squared Mahalanobis distance between a national track and an event at time ``t_ns``."""
+        c = self.config
+        dt_m = (t_ns - member.tov_ns) / _NS
+        dt_e = (t_ns - event.tov_ns) / _NS
+        xm = np.array(dynamics.predict_state(member.x, dt_m))
+        pm = dynamics.predict_covariance(member.p, dt_m, c.q_boost if member.boosting else c.q_ballistic)
+        xe = np.array(dynamics.predict_state(event.x.tolist(), dt_e))
+        pe = dynamics.predict_covariance(event.p, dt_e, c.q_boost if event.boosting else c.q_ballistic)
+        return association.mahalanobis2(xm - xe, pm + pe + self._gate_bias)
+
+    def _new_event(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
+        event = _Event(self._next_event_id, member.data_mode)
+        self._next_event_id += 1
+        self._events[event.event_id] = event
+        self._attach(member, event)
+        self._update_event(event, member.tov_ns, hops, received_ns)
+        self._estimate_launch(event)
+        alert = self._alert(event, AlertKind.LAUNCH_DETECTED, received_ns, hops, self._launch_text(event))
+        event.first_alert_id = event.launch_alert_id = alert.alert_id
+        out.append(alert)
+        return event
+
+    def _attach(self, member: _Member, event: _Event) -> None:
+        member.event_id = event.event_id
+        event.members[(member.nation, member.track_number)] = member
+
+    def _detach(self, member: _Member) -> None:
+        event = self._events.get(member.event_id)
+        if event is not None:
+            event.members.pop((member.nation, member.track_number), None)
+        member.event_id = 0
+
+    def _revive(self, event: _Event, hops: tuple, received_ns: int, out: list[Alert]) -> None:
+        """A lost event's track is back: withdraw the TRACK_LOST."""
+        event.status = "ACTIVE"
+        if event.lost_alert_id:
+            text = f"CORRECTION event {event.event_id}: track re-acquired, withdraws TRACK_LOST alert {event.lost_alert_id}"
+            out.append(self._alert(event, AlertKind.CORRECTION, received_ns, hops, text,
+                                   corrects=event.lost_alert_id))
+            event.lost_alert_id = 0
+
+    def _scan(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
+        """Periodic global re-association per nation, then merging of duplicate events."""
+        c = self.config
+        # drop members that stopped reporting long ago
+        for key, m in list(self._members.items()):
+            if t_ns - m.tov_ns > self._drop_ns:
+                self._detach(m)
+                del self._members[key]
+        active = [e for e in self._events.values() if e.status == "ACTIVE" and e.x is not None]
+        for nation in NATIONS:
+            tracks = [m for m in self._members.values()
+                      if m.nation == nation and t_ns - m.tov_ns <= self._stale_ns]
+            if not tracks or not active:
+                continue
+            cost = np.full((len(tracks), len(active)), association.FORBIDDEN)
+            for i, m in enumerate(tracks):
+                for j, e in enumerate(active):
+                    if e.data_mode != m.data_mode:
+                        continue
+                    others = [o for o in e.members.values() if o.nation != nation
+                              and t_ns - o.tov_ns <= self._stale_ns]
+                    if not others:
+                        if m.event_id == e.event_id:
+                            cost[i, j] = 0.0
+                        continue
+                    cost[i, j] = self._cost_vs(m, others, t_ns)
+            pairs = dict(association.assign(cost, c.gate_chi2))
+            for i, m in enumerate(tracks):
+                cur = next((j for j, e in enumerate(active) if e.event_id == m.event_id), None)
+                if cur is not None and cost[i, cur] <= c.gate_chi2:
+                    continue
+                j = pairs.get(i)
+                if j is not None and active[j].event_id != m.event_id:
+                    self._detach(m)
+                    self._attach(m, active[j])
+                elif j is None and cur is not None and cost[i, cur] < association.FORBIDDEN:
+                    # its event's other nations disagree beyond the gate: it is another missile
+                    self._detach(m)
+                    self._new_event(m, hops, received_ns, out)
+        self._merge_duplicates(t_ns, hops, received_ns, out)
+
+    def _cost_vs(self, m: _Member, others: list[_Member], t_ns: int) -> float:
+        xs, ps = self._predicted(others, t_ns)
+        x, p, _ = ci.fuse(xs, ps) if len(others) > 1 else (xs[0], ps[0], None)
+        dt = (t_ns - m.tov_ns) / _NS
+        xm = np.array(dynamics.predict_state(m.x, dt))
+        pm = dynamics.predict_covariance(m.p, dt, self.config.q_boost if m.boosting else self.config.q_ballistic)
+        return association.mahalanobis2(xm - x, pm + p + self._gate_bias)
+
+    def _merge_duplicates(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
+        """Two active events with no nation in common, within the gate for several scans in a
+        row, are one missile: the younger joins the older and its LAUNCH_DETECTED is withdrawn."""
+        c = self.config
+        active = [e for e in self._events.values() if e.status == "ACTIVE" and e.x is not None and e.members]
+        for a_i, a in enumerate(active):
+            na = {m.nation for m in a.members.values()}
+            for b in active[a_i + 1 :]:
+                if b.data_mode != a.data_mode or na & {m.nation for m in b.members.values()}:
+                    a.merge_votes.pop(b.event_id, None)
+                    continue
+                dt_a = (t_ns - a.tov_ns) / _NS
+                dt_b = (t_ns - b.tov_ns) / _NS
+                xa = np.array(dynamics.predict_state(a.x.tolist(), dt_a))
+                xb = np.array(dynamics.predict_state(b.x.tolist(), dt_b))
+                pa = dynamics.predict_covariance(a.p, dt_a, c.q_boost if a.boosting else c.q_ballistic)
+                pb = dynamics.predict_covariance(b.p, dt_b, c.q_boost if b.boosting else c.q_ballistic)
+                if association.mahalanobis2(xa - xb, pa + pb + self._gate_bias) <= c.gate_chi2:
+                    a.merge_votes[b.event_id] = a.merge_votes.get(b.event_id, 0) + 1
+                else:
+                    a.merge_votes.pop(b.event_id, None)
+        for a in active:
+            for b_id, votes in list(a.merge_votes.items()):
+                b = self._events.get(b_id)
+                if votes < c.merge_scans or b is None or b.status != "ACTIVE" or a.status != "ACTIVE":
+                    continue
+                for m in list(b.members.values()):
+                    self._detach(m)
+                    self._attach(m, a)
+                del self._events[b_id]
+                a.merge_votes.pop(b_id, None)
+                text = (f"CORRECTION event {b.event_id}: duplicate of event {a.event_id}, "
+                        f"withdraws LAUNCH_DETECTED alert {b.launch_alert_id}")
+                out.append(self._alert(b, AlertKind.CORRECTION, received_ns, hops, text,
+                                       corrects=b.launch_alert_id))
+
+    # ------------------------------------------------------------ estimation
+
+    def _predicted(self, members: list[_Member], t_ns: int) -> tuple[NDArray, NDArray]:
+        """States (m, 6) and covariances (m, 6, 6) of members moved to ``t_ns``."""
+        c = self.config
+        dts = [(t_ns - m.tov_ns) / _NS for m in members]
+        xs = np.array([dynamics.predict_state(m.x, dt) if dt else m.x for m, dt in zip(members, dts, strict=True)])
+        ps = np.stack([m.p for m in members])
+        if any(dts):
+            ps = dynamics.predict_covariances(ps, dts, [c.q_boost if m.boosting else c.q_ballistic for m in members])
+        return xs, ps
+
+    def _update_event(self, event: _Event, t_ns: int, hops: tuple, received_ns: int) -> None:
+        """Fuse the event's live members at time ``t_ns`` (the newest report's time of validity)."""
+        members = list(event.members.values())
+        t_ns = max(t_ns, max((m.tov_ns for m in members), default=t_ns))
+        live = [m for m in members if t_ns - m.tov_ns <= self._stale_ns] or members
+        xs, ps = self._predicted(live, t_ns)
+        if len(live) == 1:
+            x, p = xs[0], ps[0]
+        else:
+            key = tuple((m.nation, m.track_number) for m in live)
+            reuse = key == event.weights_key and t_ns - event.weights_tov_ns < self._reweight_ns
+            x, p, w = ci.fuse(xs, ps, event.weights if reuse else None)
+            if not reuse:
+                event.weights, event.weights_key, event.weights_tov_ns = w, key, t_ns
+        event.x, event.p, event.tov_ns = x, p, t_ns
+        event.last_received_ns = received_ns
+        event.last_hops = hops
+        nations = {m.nation for m in live}
+        event.contributors |= nations
+        event.nations = [n for n in NATIONS if n in nations]
+        rel = set(NATIONS)
+        for m in live:
+            rel &= set(m.releasable)
+        event.releasable = [n for n in NATIONS if n in rel]
+        event.quality = max(m.quality for m in live)
+        event.boosting = any(m.boosting for m in live)
+        lat, lon, alt = dynamics.geodetic(float(x[0]), float(x[1]), float(x[2]))
+        event.max_alt_m = max(event.max_alt_m, alt)
+        phase = _fused_phase(live, x, lat, lon, alt, event.boosting)
+        event.phase = phase
+        event.state = FusedState.model_construct(
+            time_of_validity_ns=t_ns,
+            position_ecef_m=[float(x[0]), float(x[1]), float(x[2])],
+            velocity_ecef_mps=[float(x[3]), float(x[4]), float(x[5])],
+            covariance=p[_IU].tolist(),
+            lat_deg=lat,
+            lon_deg=lon,
+            alt_m=alt,
+            speed_mps=math.sqrt(float(x[3]) ** 2 + float(x[4]) ** 2 + float(x[5]) ** 2),
+            flight_phase=phase,
+            track_quality=event.quality,
+        )
+
+    def _estimate_launch(self, event: _Event) -> None:
+        """Launch point and time: from boost-phase states (lowest one wins), else national estimates,
+        else ballistic back-propagation."""
+        st = event.state
+        if st is None:
+            return
+        if event.boosting or st.flight_phase == FlightPhase.BOOST:
+            if st.alt_m < event.launch_alt_m:
+                est = launch_from_boost(event.x, event.p, event.tov_ns)
+                if est is not None:
+                    t, lat, lon, radius = est
+                    event.launch = _ground(t, lat, lon, radius, radius, 0.0, 0.0)
+                    event.launch_alt_m = st.alt_m
+            return
+        if event.launch is not None:
+            return
+        national = [m.launch_estimate for m in event.members.values() if m.launch_estimate is not None]
+        if national:
+            event.launch = min(national, key=lambda g: g.semi_major_m)
+            return
+        est = launch_from_ballistic(event.x, event.tov_ns, self.config.max_flight_s)
+        if est is not None:
+            t, lat, lon = est
+            event.launch = _ground(t, lat, lon, 20_000.0, 20_000.0, 0.0, 10.0)
+
+    def _predict(self, event: _Event, force: bool = False) -> bool:
+        """Recompute the impact prediction if due; True if a new one was made."""
+        if event.x is None or event.boosting:
+            return False
+        if not force and event.tov_ns - event.impact_tov_ns < self._impact_ns:
+            return False
+        event.impact_tov_ns = event.tov_ns
+        gp = predict_impact(event.x, event.p, event.tov_ns, self.config.max_flight_s)
+        if gp is None:
+            return False
+        event.impact = gp
+        event.impact_estimate = _ground(gp.time_ns, gp.lat_deg, gp.lon_deg, gp.semi_major_m,
+                                        gp.semi_minor_m, gp.orientation_deg, gp.time_sigma_s)
+        event.impact_area = regions.impact_area(gp.lat_deg, gp.lon_deg)
+        self._assess(event)
+        return True
+
+    def _assess(self, event: _Event) -> None:
+        gp = event.impact
+        apogee = max(event.max_alt_m, gp.apogee_m if gp is not None else 0.0)
+        rng, flight = 0.0, 0.0
+        if gp is not None and event.launch is not None:
+            from warnshare.geo import great_circle_distance_m
+
+            rng = great_circle_distance_m(event.launch.lat_deg, event.launch.lon_deg, gp.lat_deg, gp.lon_deg)
+            flight = (gp.time_ns - event.launch.time_ns) / _NS
+        event.assessment = Assessment.model_construct(
+            apogee_m=apogee, range_m=rng, flight_time_s=flight, impact_area=event.impact_area
+        )
+
+    def _near_ground(self, event: _Event) -> bool:
+        st = event.state
+        if st is None or event.x is None:
+            return False
+        up = (float(event.x[0]) * float(event.x[3]) + float(event.x[1]) * float(event.x[4])
+              + float(event.x[2]) * float(event.x[5]))
+        descending = up < 0.0
+        if descending and st.alt_m < self.config.near_ground_alt_m:
+            return True
+        gp = event.impact
+        return (descending and gp is not None
+                and (gp.time_ns - event.tov_ns) / _NS <= self.config.impact_window_s)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _lifecycle(self, event: _Event, hops: tuple, received_ns: int, out: list[Alert]) -> None:
+        """Launch refinement, impact prediction and its re-issue rules, overflight, corrections."""
+        if event.boosting:
+            self._estimate_launch(event)
+            return
+        if event.launch is None:
+            self._estimate_launch(event)
+        if not self._predict(event):
+            return
+        gp = event.impact
+        issued = event.issued_impact
+        if issued is None or not issued.contains(gp.lat_deg, gp.lon_deg):
+            prev_area, prev_id = event.issued_impact_area, event.issued_impact_alert_id
+            if prev_id and prev_area in _PROTECTED_AREAS and event.impact_area != prev_area:
+                text = (f"CORRECTION event {event.event_id}: withdraws alert {prev_id} "
+                        f"(predicted fall {_AREA_TEXT[prev_area]}); now predicted "
+                        f"{_latlon(gp.lat_deg, gp.lon_deg)}, {_AREA_TEXT[event.impact_area]}")
+                out.append(self._alert(event, AlertKind.CORRECTION, received_ns, hops, text, corrects=prev_id))
+            alert = self._alert(event, AlertKind.IMPACT_PREDICTED, received_ns, hops, self._impact_pred_text(event))
+            event.issued_impact = gp
+            event.issued_impact_area = event.impact_area
+            event.issued_impact_alert_id = alert.alert_id
+            out.append(alert)
+        crossed = _overflown(gp.ground_track)
+        if crossed != event.overflight:
+            prev, prev_id = event.overflight, event.overflight_alert_id
+            event.overflight = crossed
+            if prev_id and any(n not in crossed for n in prev):
+                text = (f"CORRECTION event {event.event_id}: withdraws OVERFLIGHT alert {prev_id} "
+                        f"({'/'.join(prev)}); predicted ground track now crosses "
+                        f"{'/'.join(crossed) if crossed else 'no JPN/KOR territory'}")
+                out.append(self._alert(event, AlertKind.CORRECTION, received_ns, hops, text, corrects=prev_id))
+                event.overflight_alert_id = 0
+            if crossed:
+                text = (f"OVERFLIGHT event {event.event_id}: predicted ground track crosses "
+                        f"{'/'.join(crossed)} territory")
+                alert = self._alert(event, AlertKind.OVERFLIGHT, received_ns, hops, text)
+                event.overflight_alert_id = alert.alert_id
+                out.append(alert)
+
+    # ------------------------------------------------------------ alerts and text
+
+    def _alert(
+        self,
+        event: _Event,
+        kind: AlertKind,
+        issued_ns: int,
+        hops: tuple,
+        text: str,
+        *,
+        corrects: int | None = None,
+        fused_ns: int | None = None,
+    ) -> Alert:
+        self._last_alert_id += 1
+        aid = self._last_alert_id
+        event.last_alert_id = aid
+        if not event.first_alert_id:
+            event.first_alert_id = aid
+        measured, sent, received, nation, offset, rtt = hops
+        h = Hops.model_construct(
+            measured_ns=measured,
+            node_sent_ns=sent,
+            relay_received_ns=received,
+            fused_ns=received if fused_ns is None else fused_ns,
+            source_nation=nation,
+            clock_offset_ns=offset,
+            clock_rtt_ns=rtt,
+        )
+        lifecycle = kind != AlertKind.TRACK_UPDATE
+        return Alert.model_construct(
+            type="alert",
+            alert_id=aid,
+            event_id=event.event_id,
+            kind=kind,
+            issued_ns=issued_ns,
+            state=event.state,
+            launch=event.launch,
+            impact=event.impact_estimate if lifecycle or event.impact_estimate is not None else None,
+            impact_area=event.impact_area,
+            overflight=list(event.overflight),
+            assessment=event.assessment if kind == AlertKind.FINAL_ASSESSMENT else None,
+            corrects_alert_id=corrects,
+            nations=list(event.nations),
+            releasable_to=list(event.releasable),
+            data_mode=event.data_mode,
+            hops=h,
+            text=text,
+        )
+
+    def _update_text(self, e: _Event) -> str:
+        s = e.state
+        return (f"TRACK_UPDATE event {e.event_id}: {_latlon(s.lat_deg, s.lon_deg)} alt {s.alt_m / 1000:.0f} km "
+                f"{s.speed_mps / 1000:.1f} km/s {s.flight_phase.value} ({','.join(e.nations)})")
+
+    def _launch_text(self, e: _Event) -> str:
+        if e.launch is None:
+            s = e.state
+            return f"LAUNCH_DETECTED event {e.event_id}: first seen {_latlon(s.lat_deg, s.lon_deg)} {_hms(e.tov_ns)}"
+        return (f"LAUNCH_DETECTED event {e.event_id}: launch {_latlon(e.launch.lat_deg, e.launch.lon_deg)} "
+                f"{_hms(e.launch.time_ns)}")
+
+    def _impact_pred_text(self, e: _Event) -> str:
+        gp = e.impact
+        mins = (gp.time_ns - e.tov_ns) / _NS / 60.0
+        return (f"IMPACT_PREDICTED event {e.event_id}: predicted {_latlon(gp.lat_deg, gp.lon_deg)} in "
+                f"{mins:.1f} min, {_AREA_TEXT[e.impact_area]}, 95% ellipse "
+                f"{gp.semi_major_m / 1000:.0f}x{gp.semi_minor_m / 1000:.0f} km")
+
+    def _impact_text(self, e: _Event) -> str:
+        gp = e.impact
+        if gp is None:
+            s = e.state
+            return f"IMPACT event {e.event_id}: fell near {_latlon(s.lat_deg, s.lon_deg)}"
+        return (f"IMPACT event {e.event_id}: fell {_latlon(gp.lat_deg, gp.lon_deg)} at {_hms(gp.time_ns)}, "
+                f"{_AREA_TEXT[e.impact_area]}")
+
+    def _lost_text(self, e: _Event) -> str:
+        s = e.state
+        return (f"TRACK_LOST event {e.event_id}: last seen {_latlon(s.lat_deg, s.lon_deg)} alt "
+                f"{s.alt_m / 1000:.0f} km {_hms(e.tov_ns)}")
+
+    def _final_text(self, e: _Event) -> str:
+        a = e.assessment
+        where = _AREA_TEXT[e.impact_area] if e.impact_area is not None else "impact area unknown"
+        how = "fell" if e.status == "IMPACTED" else "track lost, predicted to fall"
+        return (f"FINAL_ASSESSMENT event {e.event_id}: apogee {a.apogee_m / 1000:.0f} km, range "
+                f"{a.range_m / 1000:.0f} km, flight time {a.flight_time_s / 60:.1f} min, {how} {where}")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _ground(t: int, lat: float, lon: float, a: float, b: float, orient: float, tsig: float) -> GroundEstimate:
+    return GroundEstimate.model_construct(
+        time_ns=t, lat_deg=lat, lon_deg=lon, semi_major_m=a, semi_minor_m=b,
+        orientation_deg=orient, time_sigma_s=tsig,
+    )
+
+
+def _fused_phase(live: list[_Member], x: NDArray, lat: float, lon: float, alt: float, boosting: bool) -> FlightPhase:
+    if boosting:
+        return FlightPhase.BOOST
+    phases = [m.phase for m in live if m.phase != FlightPhase.UNKNOWN]
+    if phases:
+        order = (FlightPhase.BOOST, FlightPhase.MIDCOURSE, FlightPhase.TERMINAL)
+        return max(phases, key=order.index)
+    up = float(x[0]) * float(x[3]) + float(x[1]) * float(x[4]) + float(x[2]) * float(x[5])
+    return FlightPhase.TERMINAL if up < 0.0 and alt < 100_000.0 else FlightPhase.MIDCOURSE
+
+
+def _overflown(track: NDArray, min_alt_m: float = 50_000.0) -> list[Nation]:
+    """Nations whose land the predicted ground track passes over in flight (above ``min_alt_m``,
+    so that the fall itself is an impact, not an overflight), densified to ~10 km."""
+    if len(track) < 2:
+        return []
+    pts = []
+    for (la0, lo0, al0), (la1, lo1, al1) in zip(track[:-1], track[1:], strict=True):
+        n = max(1, int(math.hypot(la1 - la0, (lo1 - lo0) * math.cos(math.radians(la0))) / 0.09))
+        u = np.arange(n) / n
+        keep = al0 + u * (al1 - al0) > min_alt_m
+        pts.append(np.stack([la0 + u * (la1 - la0), lo0 + u * (lo1 - lo0)], axis=1)[keep])
+    pts_a = np.concatenate(pts)
+    if len(pts_a) == 0:
+        return []
+    found = set(regions.territories(pts_a[:, 0], pts_a[:, 1]).tolist())
+    return [n for n in NATIONS if n.value in found]
+
+
+def _latlon(lat: float, lon: float) -> str:
+    return f"{abs(lat):.2f}{'N' if lat >= 0 else 'S'} {abs(lon):.2f}{'E' if lon >= 0 else 'W'}"
+
+
+def _hms(t_ns: int) -> str:
+    return datetime.fromtimestamp(t_ns // _NS, tz=UTC).strftime("%H:%M:%SZ")

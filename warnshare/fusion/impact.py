@@ -1,0 +1,133 @@
+"""Ground points of a ballistic track: impact with a 95% ellipse (sigma points), launch, ground track.
+
+Impact: the fused state's 12 symmetric sigma points (plus the centre) are flown to the ground
+with J2 (drag is not modelled: the prediction is a vacuum ballistic one, which the
+converging national tracks correct in the last minutes). The spread of their ground points,
+in the local East-North plane, gives the 2x2 covariance scaled to 95% (chi-square, 2 dof).
+
+Launch: while a missile boosts, its track is close to constant acceleration from rest, so the
+launch is at p - v h / v_up and t - 2 h / v_up (h altitude, v_up vertical speed). Seen only after
+burnout, the fused state is flown back to the ground instead (a ballistic extension, which lands
+somewhat up-range of the real pad: burnout is not at the ground).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from warnshare import geo
+from warnshare.fusion.dynamics import fly_to_ground, geodetic
+
+#: chi-square 2 dof, 95%: the ellipse scale of a 2D Gaussian.
+CHI2_2D_95 = 5.991464547107979
+
+
+@dataclass(frozen=True, slots=True)
+class GroundPoint:
+    """A predicted ground point: time (ns), place, 95% ellipse and the flown path of the centre."""
+
+    time_ns: int
+    lat_deg: float
+    lon_deg: float
+    semi_major_m: float
+    semi_minor_m: float
+    orientation_deg: float
+    time_sigma_s: float
+    apogee_m: float
+    #: (k, 3) lat_deg, lon_deg, alt_m along the centre trajectory, for overflight.
+    ground_track: NDArray
+    #: 2x2 covariance (m^2) of the ground point in local (east, north), for "inside the ellipse".
+    cov_en: NDArray
+
+    def contains(self, lat_deg: float, lon_deg: float) -> bool:
+        """Whether a point lies inside this 95% ellipse."""
+        en = geo.ecef_to_enu(geo.geodetic_to_ecef(lat_deg, lon_deg, 0.0), self.lat_deg, self.lon_deg)[:2]
+        try:
+            d2 = float(en @ np.linalg.solve(self.cov_en, en))
+        except np.linalg.LinAlgError:
+            return False
+        return d2 <= CHI2_2D_95
+
+
+def sigma_points(x: NDArray, p: NDArray) -> NDArray:
+    """Centre plus the 12 symmetric sigma points x +- sqrt(6) L e_i (equal weights 1/12)."""
+    try:
+        chol = np.linalg.cholesky(p)
+    except np.linalg.LinAlgError:
+        w, v = np.linalg.eigh(0.5 * (p + p.T))
+        chol = v * np.sqrt(np.clip(w, 0.0, None))
+    d = math.sqrt(6.0) * chol.T
+    return np.concatenate([x[None, :], x[None, :] + d, x[None, :] - d], axis=0)
+
+
+def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> GroundPoint | None:
+    """Impact of the fused state (x, p) valid at ``tov_ns``; None if it does not come down in time."""
+    pts = sigma_points(x, p)
+    t_hit, s_hit, apogee, path = fly_to_ground(pts, max_time_s=max_time_s, record_first=True)
+    if not math.isfinite(t_hit[0]):
+        return None
+    lat0, lon0, _ = geodetic(*s_hit[0, :3])
+    ok = np.isfinite(t_hit[1:])
+    if ok.sum() < 6:
+        return None
+    en = geo.ecef_to_enu(s_hit[1:][ok, :3], lat0, lon0)[:, :2]
+    cov = en.T @ en / ok.sum()
+    ellipse = ellipse_95(cov)
+    tsig = float(np.sqrt(np.mean((t_hit[1:][ok] - t_hit[0]) ** 2)))
+    lat, lon, alt = geo.ecef_to_geodetic(path)
+    track = np.stack([lat, lon, alt], axis=1)
+    return GroundPoint(
+        time_ns=tov_ns + int(round(float(t_hit[0]) * 1e9)),
+        lat_deg=lat0,
+        lon_deg=lon0,
+        semi_major_m=ellipse[0],
+        semi_minor_m=ellipse[1],
+        orientation_deg=ellipse[2],
+        time_sigma_s=tsig,
+        apogee_m=float(apogee[0]),
+        ground_track=track,
+        cov_en=cov + np.eye(2) * 1.0,
+    )
+
+
+def ellipse_95(cov_en: NDArray) -> tuple[float, float, float]:
+    """(semi-major m, semi-minor m, orientation deg clockwise from north in [0, 180)) at 95%."""
+    w, v = np.linalg.eigh(0.5 * (cov_en + cov_en.T))
+    w = np.clip(w, 0.0, None)
+    major = v[:, 1]
+    orient = math.degrees(math.atan2(major[0], major[1])) % 180.0
+    if orient >= 180.0:
+        orient = 0.0
+    return math.sqrt(CHI2_2D_95 * w[1]), math.sqrt(CHI2_2D_95 * w[0]), orient
+
+
+def launch_from_boost(x: NDArray, p: NDArray, tov_ns: int) -> tuple[int, float, float, float] | None:
+    """(time_ns, lat, lon, radius_m) of the launch from a boosting state, constant-acceleration model."""
+    lat, lon, alt = geodetic(float(x[0]), float(x[1]), float(x[2]))
+    up = geo.enu_rotation(lat, lon)[2]
+    v = x[3:]
+    v_up = float(up @ v)
+    if v_up < 50.0 or alt < 0.0:
+        t_since = 0.0
+        ground = x[:3]
+    else:
+        t_since = 2.0 * alt / v_up
+        ground = x[:3] - v * (alt / v_up)
+    glat, glon, _ = geodetic(float(ground[0]), float(ground[1]), float(ground[2]))
+    pos_sigma = math.sqrt(max(float(np.trace(p[:3, :3])), 0.0))
+    # The constant-acceleration model is rough: allow a tenth of the distance flown.
+    radius = 2.45 * pos_sigma + 0.1 * float(np.linalg.norm(x[:3] - ground)) + 1000.0
+    return tov_ns - int(round(t_since * 1e9)), glat, glon, radius
+
+
+def launch_from_ballistic(x: NDArray, tov_ns: int, max_time_s: float) -> tuple[int, float, float] | None:
+    """(time_ns, lat, lon) where the ballistic arc through x meets the ground going back in time."""
+    t_hit, s_hit, _, _ = fly_to_ground(x[None, :], forward=False, max_time_s=max_time_s)
+    if not math.isfinite(t_hit[0]):
+        return None
+    lat, lon, _ = geodetic(*s_hit[0, :3])
+    return tov_ns + int(round(float(t_hit[0]) * 1e9)), lat, lon
