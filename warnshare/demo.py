@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"warnshare demo: {exc}", file=sys.stderr)
         return 2
-    speed = args.speed or max(1.0, round(scenario.duration_s / TARGET_WALL_S))
+    speed = args.speed or max(1.0, round((scenario.duration_s or 4000.0) / TARGET_WALL_S))
     port = args.port or _free_port()
     base = f"127.0.0.1:{port}"
     py = [sys.executable, "-m", "warnshare.cli"]
