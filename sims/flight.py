@@ -266,7 +266,7 @@ def fly(
                 g_loc = gm / r2
                 cb, sb = (cos_b, sin_b) if t - glide_state[1] >= glide.bank_after_s else (1.0, 0.0)
                 # lift needed to hold level flight, plus a term that pulls the path angle to 0
-                need = (g_loc - v2 / r) * math.cos(gamma) - 0.05 * gamma * v
+                need = (g_loc - v2 / r) * math.cos(gamma) - 0.02 * gamma * v
                 need = need / max(cb, 0.2)
                 lmag = max(0.0, min(need, glide.lift_to_drag * dmag))
                 # side direction: velocity x lift (right of track when banking positive)
