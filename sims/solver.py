@@ -30,29 +30,41 @@ class Solution:
     message: str = ""
 
 
-def _root(f: Callable[[float], float], lo: float, hi: float, x0: float, tol: float, max_iter: int = 25) -> tuple[float, bool]:
-    """Root of an increasing f on [lo, hi]: secant steps kept inside a shrinking bracket."""
-    flo, fhi = f(lo), f(hi)
-    if flo > 0:
-        return lo, False
-    if fhi < 0:
-        return hi, False
+def _root(f: Callable[[float], float], lo: float, hi: float, x0: float, tol: float, step: float, max_iter: int = 30) -> tuple[float, bool]:
+    """Root of an increasing f on [lo, hi], starting at x0: secant steps, falling back to
+    bisection inside the bracket once one is known. Returns (x, converged); an unreachable
+    target returns the nearer end of the interval."""
+    a_lo, f_lo = lo, None  # best known points with f < 0 and f > 0
+    a_hi, f_hi = hi, None
+    x_prev, f_prev = None, None
     x = min(max(x0, lo), hi)
     for _ in range(max_iter):
         fx = f(x)
         if abs(fx) < tol:
             return x, True
         if fx < 0:
-            lo, flo = x, fx
+            a_lo, f_lo = x, fx
         else:
-            hi, fhi = x, fx
-        # regula falsi on the bracket, bisection when it stalls near an end
-        xn = lo - flo * (hi - lo) / (fhi - flo)
-        if not (lo + 0.05 * (hi - lo) < xn < hi - 0.05 * (hi - lo)):
-            xn = 0.5 * (lo + hi) if abs(xn - x) < 1e-12 else xn
-        x = min(max(xn, lo), hi)
-        if hi - lo < 1e-7:
-            return x, True
+            a_hi, f_hi = x, fx
+        if f_lo is not None and f_hi is not None:
+            if a_hi - a_lo < 1e-6:
+                return x, True
+            # Illinois-flavoured regula falsi inside the bracket
+            xn = a_lo - f_lo * (a_hi - a_lo) / (f_hi - f_lo)
+            if x_prev is not None and (fx < 0) == (f_prev < 0):
+                xn = 0.5 * (a_lo + a_hi)
+        elif x_prev is not None and fx != f_prev:
+            xn = x - fx * (x - x_prev) / (fx - f_prev)
+        else:
+            xn = x + (step if fx < 0 else -step)
+        if fx < 0 and x >= hi:
+            return hi, False
+        if fx > 0 and x <= lo:
+            return lo, False
+        x_prev, f_prev = x, fx
+        x = min(max(xn, a_lo if f_lo is not None else lo), a_hi if f_hi is not None else hi)
+        if x == x_prev:
+            x = hi if fx < 0 else lo
     return x, False
 
 
@@ -86,6 +98,8 @@ def solve(
     launch_alt_m: float = 0.0,
     bank_deg: float = 0.0,
     tol: float = 2e-3,
+    coarse: bool = True,
+    guess: tuple[float, float] | None = None,
 ) -> Solution:
     """Steering that flies ``missile`` to ``apogee_m`` and ``range_m`` along ``azimuth_deg``."""
     cache: dict[tuple[float, float], RawFlight] = {}
@@ -94,10 +108,10 @@ def solve(
         key = (round(pitch, 9), round(cutoff, 9))
         if key not in cache:
             cache[key] = fly(missile, launch_lat_deg, launch_lon_deg,
-                             Steering(azimuth_deg, pitch, cutoff, bank_deg), launch_alt_m, coarse=True)
+                             Steering(azimuth_deg, pitch, cutoff, bank_deg), launch_alt_m, coarse=coarse)
         return cache[key]
 
-    pitch_guess = [missile.nominal_pitch_deg]
+    pitch_guess = [missile.nominal_pitch_deg if guess is None else guess[0]]
     shape = math.log(apogee_m / range_m)
 
     def pitch_for_shape(cutoff: float) -> tuple[float, bool]:
@@ -107,7 +121,7 @@ def solve(
             fl = flown(p, cutoff)
             return math.log(max(fl.apogee_m, 1.0) / max(fl.range_m, 1.0)) - shape
 
-        p, ok = _root(f, PITCH_MIN_DEG, PITCH_MAX_DEG, pitch_guess[0], tol)
+        p, ok = _root(f, PITCH_MIN_DEG, PITCH_MAX_DEG, pitch_guess[0], tol, 3.0)
         pitch_guess[0] = p
         return p, ok
 
@@ -115,10 +129,17 @@ def solve(
         p, _ = pitch_for_shape(cutoff)
         return math.log(max(flown(p, cutoff).range_m, 1.0) / range_m)
 
-    cutoff, ok_c = _root(range_error, CUTOFF_MIN, 1.0, 0.9, tol)
+    cutoff, ok_c = _root(range_error, CUTOFF_MIN, 1.0, 0.95 if guess is None else guess[1], tol, 0.05)
     pitch, ok_p = pitch_for_shape(cutoff)
     steering = Steering(azimuth_deg, pitch, cutoff, bank_deg)
-    final = fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m)
+    final = cache.get((round(pitch, 9), round(cutoff, 9))) if not coarse else None
+    if final is None:
+        final = fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m)
+    if coarse and ok_c and ok_p and (abs(math.log(final.range_m / range_m)) > tol
+                                     or abs(math.log(final.apogee_m / apogee_m)) > tol):
+        # the coarse steps were off by more than the tolerance: polish on fine flights
+        return solve(missile, launch_lat_deg, launch_lon_deg, azimuth_deg, apogee_m, range_m,
+                     launch_alt_m, bank_deg, tol, coarse=False, guess=(pitch, cutoff))
     msg = ""
     if not (ok_c and ok_p):
         msg = (f"{missile.name} cannot fly apogee {apogee_m / 1e3:.0f} km and range {range_m / 1e3:.0f} km; "
@@ -138,14 +159,24 @@ def aim(
 ) -> Solution:
     """Solve, then turn the launch azimuth once so the impact lies on the requested bearing
     (Earth rotation and a glide's bank push the ground track off the launch heading)."""
-    sol = solve(missile, launch_lat_deg, launch_lon_deg, azimuth_deg, apogee_m, range_m, launch_alt_m, bank_deg)
-    got = initial_bearing_deg(launch_lat_deg, launch_lon_deg, sol.flight.impact_lat_deg, sol.flight.impact_lon_deg)
-    err = (got - azimuth_deg + 540.0) % 360.0 - 180.0
-    if abs(err) < 0.05:
-        return sol
-    st = sol.steering
-    steering = Steering((azimuth_deg - err) % 360.0, st.pitch_final_deg, st.cutoff_fraction, st.bank_deg)
-    return Solution(steering, fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m), sol.converged, sol.message)
+    heading = azimuth_deg
+    sol = solve(missile, launch_lat_deg, launch_lon_deg, heading, apogee_m, range_m, launch_alt_m, bank_deg)
+    for _ in range(3):
+        got = initial_bearing_deg(launch_lat_deg, launch_lon_deg, sol.flight.impact_lat_deg, sol.flight.impact_lon_deg)
+        err = (got - azimuth_deg + 540.0) % 360.0 - 180.0
+        if abs(err) < 0.1 or sol.flight.range_m < 20e3:
+            break
+        heading = (heading - err) % 360.0
+        st = sol.steering
+        if abs(err) < 1.0:
+            # a small turn leaves the range alone: re-fly, do not re-solve
+            steering = Steering(heading, st.pitch_final_deg, st.cutoff_fraction, st.bank_deg)
+            sol = Solution(steering, fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m),
+                           sol.converged, sol.message)
+            continue
+        sol = solve(missile, launch_lat_deg, launch_lon_deg, heading, apogee_m, range_m, launch_alt_m,
+                    bank_deg, guess=(st.pitch_final_deg, st.cutoff_fraction))
+    return sol
 
 
 __all__ = ["Solution", "aim", "destination_point", "minimum_energy_apogee_m", "profile_apogee_m", "solve"]
