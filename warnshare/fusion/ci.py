@@ -12,6 +12,18 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+try:  # the gufunc behind np.linalg.inv, without the ~4 us its error-state context costs per call
+    from numpy.linalg import _umath_linalg as _ul
+
+    def inv(a: NDArray) -> NDArray:
+        """Inverse of a (stack of) matrices; LinAlgError if singular."""
+        out = _ul.inv(a, signature="d->d")
+        if not np.isfinite(out).all():
+            raise np.linalg.LinAlgError("singular matrix")
+        return out
+except ImportError:  # pragma: no cover - other numpy layouts
+    inv = np.linalg.inv
+
 # Simplex grids for the det search, built once.
 _GRID2 = np.linspace(0.0, 1.0, 21)
 _W2 = np.stack([_GRID2, 1.0 - _GRID2], axis=1)
@@ -37,9 +49,13 @@ def optimal_weights(infos: NDArray) -> NDArray:
     grid = _W2 if m == 2 else _W3 if m == 3 else _grid(m)
     sign, logdet = np.linalg.slogdet(np.einsum("gk,kij->gij", grid, infos))
     logdet = np.where(sign > 0, logdet, -np.inf)
-    best = int(np.argmax(logdet))
+    # Ties (proportional covariances give a flat or near-flat optimum) go to the most even
+    # weights: as consistent as any, and they average independent parts of the errors.
+    near = logdet >= logdet.max() - 1e-3
+    spread = np.where(near, ((grid - 1.0 / m) ** 2).sum(axis=1), np.inf)
+    best = int(np.argmin(spread))
     w = grid[best].copy()
-    if m == 2 and 0 < best < len(grid) - 1:
+    if m == 2 and near.sum() == 1 and 0 < best < len(grid) - 1:
         f0, f1, f2 = logdet[best - 1], logdet[best], logdet[best + 1]
         denom = f0 - 2.0 * f1 + f2
         if denom < 0.0:
@@ -64,13 +80,13 @@ def fuse(xs: NDArray, covs: NDArray, weights: NDArray | None = None) -> tuple[ND
     what a 6x6 fusion pays for.
     """
     m = len(xs)
-    infos = np.linalg.inv(covs)
+    infos = inv(covs)
     if weights is None or len(weights) != m:
         weights = optimal_weights(infos)
     if m == 1:
         return xs[0], covs[0], weights
     wi = infos * weights[:, None, None]
-    p = np.linalg.inv(wi.sum(axis=0))
+    p = inv(wi.sum(axis=0))
     x = p @ (wi @ xs[:, :, None]).sum(axis=0)[:, 0]
     return x, p, weights
 

@@ -94,11 +94,18 @@ def predict_covariance(p: NDArray, dt: float, q_accel: float) -> NDArray:
 
 
 def predict_covariances(ps: NDArray, dts: list[float], qs: list[float]) -> NDArray:
-    """``predict_covariance`` for a stack (m, 6, 6) in a handful of numpy calls."""
+    """``predict_covariance`` for a stack (m, 6, 6) in a handful of numpy calls.
+
+    With F = I + dt N (N the position-from-velocity shift), F P F' = P + dt (N P + P N') +
+    dt^2 N P N', which is row and column additions of P's velocity blocks.
+    """
     m = len(dts)
-    f = np.tile(_EYE6, (m, 1, 1))
-    f[:, _I3, _I3 + 3] = np.asarray(dts)[:, None]
-    out = f @ ps @ f.transpose(0, 2, 1)
+    d = np.array(dts).reshape(m, 1, 1)
+    out = ps.copy()
+    t = ps[:, 3:, :] * d
+    out[:, :3, :] += t
+    out[:, :, :3] += t.transpose(0, 2, 1)
+    out[:, :3, :3] += ps[:, 3:, 3:] * (d * d)
     coef = []
     for dt, q in zip(dts, qs, strict=True):
         a = abs(dt)
@@ -107,8 +114,6 @@ def predict_covariances(ps: NDArray, dts: list[float], qs: list[float]) -> NDArr
     return out
 
 
-_EYE6 = np.eye(6)
-_I3 = np.arange(3)
 _Q_BASIS = np.stack(
     [
         np.kron(np.array([[1.0, 0.0], [0.0, 0.0]]), np.eye(3)),

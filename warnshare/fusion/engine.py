@@ -46,6 +46,20 @@ _FULL_FROM_UPPER = np.array(
     [[_k for _k, (_i, _j) in enumerate(zip(*_IU, strict=True)) if (_i, _j) == (min(r, c), max(r, c))][0]
      for r in range(6) for c in range(6)]
 )
+_set = object.__setattr__
+
+
+def _construct(cls, **fields):
+    """A pydantic model from already-valid fields, every field given (what ``model_construct``
+    does, minus its per-field default and alias handling, which costs microseconds per alert)."""
+    m = cls.__new__(cls)
+    _set(m, "__dict__", fields)
+    _set(m, "__pydantic_fields_set__", set(fields))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
 _PROTECTED_AREAS = frozenset({ImpactArea.JPN_TERRITORY, ImpactArea.KOR_TERRITORY, ImpactArea.JPN_EEZ})
 _AREA_TEXT = {
     ImpactArea.JPN_TERRITORY: "inside JPN territory",
@@ -266,7 +280,8 @@ class FusionEngine:
         out = []
         for e in self._events.values():
             out.append(
-                EventSummary.model_construct(
+                _construct(
+            EventSummary,
                     event_id=e.event_id,
                     status=e.status,
                     first_alert_id=e.first_alert_id,
@@ -440,7 +455,7 @@ class FusionEngine:
         c = self.config
         dts = [(t_ns - m.tov_ns) / _NS for m in members]
         xs = np.array([dynamics.predict_state(m.x, dt) if dt else m.x for m, dt in zip(members, dts, strict=True)])
-        ps = np.stack([m.p for m in members])
+        ps = np.array([m.p for m in members])
         if any(dts):
             ps = dynamics.predict_covariances(ps, dts, [c.q_boost if m.boosting else c.q_ballistic for m in members])
         return xs, ps
@@ -475,7 +490,8 @@ class FusionEngine:
         event.max_alt_m = max(event.max_alt_m, alt)
         phase = _fused_phase(live, x, lat, lon, alt, event.boosting)
         event.phase = phase
-        event.state = FusedState.model_construct(
+        event.state = _construct(
+            FusedState,
             time_of_validity_ns=t_ns,
             position_ecef_m=[float(x[0]), float(x[1]), float(x[2])],
             velocity_ecef_mps=[float(x[3]), float(x[4]), float(x[5])],
@@ -539,7 +555,8 @@ class FusionEngine:
 
             rng = great_circle_distance_m(event.launch.lat_deg, event.launch.lon_deg, gp.lat_deg, gp.lon_deg)
             flight = (gp.time_ns - event.launch.time_ns) / _NS
-        event.assessment = Assessment.model_construct(
+        event.assessment = _construct(
+            Assessment,
             apogee_m=apogee, range_m=rng, flight_time_s=flight, impact_area=event.impact_area
         )
 
@@ -617,7 +634,8 @@ class FusionEngine:
         if not event.first_alert_id:
             event.first_alert_id = aid
         measured, sent, received, nation, offset, rtt = hops
-        h = Hops.model_construct(
+        h = _construct(
+            Hops,
             measured_ns=measured,
             node_sent_ns=sent,
             relay_received_ns=received,
@@ -627,7 +645,8 @@ class FusionEngine:
             clock_rtt_ns=rtt,
         )
         lifecycle = kind != AlertKind.TRACK_UPDATE
-        return Alert.model_construct(
+        return _construct(
+            Alert,
             type="alert",
             alert_id=aid,
             event_id=event.event_id,
@@ -691,7 +710,8 @@ class FusionEngine:
 
 
 def _ground(t: int, lat: float, lon: float, a: float, b: float, orient: float, tsig: float) -> GroundEstimate:
-    return GroundEstimate.model_construct(
+    return _construct(
+            GroundEstimate,
         time_ns=t, lat_deg=lat, lon_deg=lon, semi_major_m=a, semi_minor_m=b,
         orientation_deg=orient, time_sigma_s=tsig,
     )

@@ -87,6 +87,9 @@ def fly(launch: Launch, dt: float = 0.1, max_s: float = 4000.0) -> Truth:
 
 @dataclass(frozen=True)
 class NationFeed:
+    """One nation's tracks as a radar at ``site`` would give them: ``pos_sigma_m`` along the
+    line of sight and ``cross_factor`` times more across it."""
+
     nation: Nation
     period_s: float = 1.0
     pos_sigma_m: float = 150.0
@@ -96,6 +99,27 @@ class NationFeed:
     first_s: float = 10.0
     floor_alt_m: float = 5_000.0
     track_offset: int = 100
+    site_lat_deg: float = 36.0
+    site_lon_deg: float = 138.0
+    cross_factor: float = 3.0
+
+
+def feed_covariance(feed: NationFeed, position: NDArray) -> NDArray:
+    """6x6 covariance of one report: elongated across the sensor's line of sight."""
+    site = geo.geodetic_to_ecef(feed.site_lat_deg, feed.site_lon_deg, 0.0)
+    los = position - site
+    los /= np.linalg.norm(los)
+    a = np.array([0.0, 0.0, 1.0]) if abs(los[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    c1 = np.cross(los, a)
+    c1 /= np.linalg.norm(c1)
+    c2 = np.cross(los, c1)
+    r = np.stack([los, c1, c2], axis=1)
+    sp = feed.pos_sigma_m
+    sc = feed.pos_sigma_m * feed.cross_factor
+    cov = np.zeros((6, 6))
+    cov[:3, :3] = r @ np.diag([sp * sp, sc * sc, sc * sc]) @ r.T
+    cov[3:, 3:] = np.eye(3) * feed.vel_sigma_mps**2
+    return cov
 
 
 def reports(
@@ -120,12 +144,12 @@ def reports(
         # common error process per missile and time step (keyed by whole report period)
         common: dict[int, NDArray] = {}
         for f in feeds:
-            cov = np.diag([f.pos_sigma_m**2] * 3 + [f.vel_sigma_mps**2] * 3)
-            chol = np.linalg.cholesky(cov)
-            upper = covariance_to_upper(cov)
             t = t0 + int(f.first_s * _NS)
             while t < t_end:
                 x = truth.at(t)
+                cov = feed_covariance(f, x[:3])
+                chol = np.linalg.cholesky(cov)
+                upper = covariance_to_upper(cov)
                 alt = float(altitude_approx(x[None, :3])[0])
                 if alt < f.floor_alt_m and t > t0 + int(60 * _NS):
                     break
@@ -157,8 +181,10 @@ def reports(
     return out
 
 
+#: USA: a forward radar in northern Japan; JPN: a radar on the Sea of Japan coast; KOR: a radar
+#: south of Seoul. Biases are a few tens of metres, as after routine registration.
 DEFAULT_FEEDS = (
-    NationFeed(Nation.USA, 1.0, 200.0, 10.0, (80.0, -60.0, 40.0), 8.0, 20_000.0, 500),
-    NationFeed(Nation.JPN, 1.0, 150.0, 8.0, (-70.0, 50.0, 30.0), 12.0, 5_000.0, 1000),
-    NationFeed(Nation.KOR, 1.0, 120.0, 6.0, (40.0, 90.0, -50.0), 5.0, 5_000.0, 7000),
+    NationFeed(Nation.USA, 1.0, 60.0, 10.0, (80.0, -60.0, 40.0), 8.0, 20_000.0, 500, 40.8, 140.3, 4.0),
+    NationFeed(Nation.JPN, 1.0, 50.0, 8.0, (-70.0, 50.0, 30.0), 12.0, 5_000.0, 1000, 37.9, 139.0, 4.0),
+    NationFeed(Nation.KOR, 1.0, 40.0, 6.0, (40.0, 90.0, -50.0), 5.0, 5_000.0, 7000, 36.9, 127.1, 4.0),
 )

@@ -1,0 +1,214 @@
+"""Fusion engine behaviour: association across nations, identity, lifecycle, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from warnshare.fusion import FusionConfig, FusionEngine
+from warnshare.fusion.synthetic import DEFAULT_FEEDS, Launch, fly, reports
+from warnshare.protocol import AlertKind, Nation, encode
+
+T0 = 1_700_000_000 * 10**9
+NS = 10**9
+
+
+@pytest.fixture(scope="module")
+def one_missile():
+    return [fly(Launch(39.0, 125.7, 80.0, T0), dt=0.5)]
+
+
+@pytest.fixture(scope="module")
+def salvo():
+    # three missiles from two nearby pads, seconds apart, on close azimuths
+    return [
+        fly(Launch(39.0, 125.7, 80.0, T0), dt=0.5),
+        fly(Launch(39.02, 125.72, 82.0, T0 + 4 * NS), dt=0.5),
+        fly(Launch(39.3, 125.9, 85.0, T0 + 8 * NS), dt=0.5),
+    ]
+
+
+def run(reps, config=None, skip=lambda r: False):
+    engine = FusionEngine(config or FusionConfig())
+    alerts = []
+    for t, r in reps:
+        if skip(r):
+            continue
+        alerts += engine.ingest(r, node_sent_ns=t + 1000, received_ns=t + 2000)
+    return engine, alerts
+
+
+def event_of_track(alerts_and_reports):
+    """(nation, track_number) -> set of event ids its TRACK_UPDATEs went to."""
+    out: dict = {}
+    for rep, alerts in alerts_and_reports:
+        for a in alerts:
+            if a.kind == AlertKind.TRACK_UPDATE:
+                out.setdefault((rep.nation, rep.track_number), set()).add(a.event_id)
+    return out
+
+
+def test_three_nations_one_missile_make_one_event(one_missile):
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=1)
+    engine, alerts = run(reps)
+    events = engine.events()
+    assert len(events) == 1
+    assert [n.value for n in events[0].nations] == ["USA", "JPN", "KOR"] or len(events[0].nations) >= 2
+    kinds = [a.kind for a in alerts]
+    assert kinds.count(AlertKind.LAUNCH_DETECTED) == 1
+    assert kinds[0] == AlertKind.LAUNCH_DETECTED
+    assert kinds.count(AlertKind.TRACK_UPDATE) == len(reps)
+    assert AlertKind.IMPACT_PREDICTED in kinds
+    ids = [a.alert_id for a in alerts]
+    assert ids == list(range(1, len(alerts) + 1))
+    assert engine.last_alert_id == len(alerts)
+
+
+def test_every_report_gets_a_track_update_with_its_hops(one_missile):
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=2)[:30]
+    engine = FusionEngine()
+    for t, r in reps:
+        alerts = engine.ingest(r, node_sent_ns=t + 5, received_ns=t + 9, clock_offset_ns=-3, clock_rtt_ns=7)
+        upd = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE]
+        assert len(upd) == 1
+        h = upd[0].hops
+        assert (h.measured_ns, h.node_sent_ns, h.relay_received_ns, h.fused_ns) == (r.measured_ns, t + 5, t + 9, t + 9)
+        assert h.source_nation == r.nation and h.clock_offset_ns == -3 and h.clock_rtt_ns == 7
+        assert "sensor" not in encode(upd[0]).decode("latin-1")
+
+
+def test_replay_is_byte_identical(salvo):
+    reps = reports(salvo, list(DEFAULT_FEEDS), seed=3)
+    _, a1 = run(reps)
+    _, a2 = run(reps)
+    assert len(a1) == len(a2) > 0
+    assert [encode(a) for a in a1] == [encode(a) for a in a2]
+
+
+def test_alerts_are_valid_wire_messages(one_missile):
+    from warnshare.protocol import Alert
+
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=4)
+    engine, alerts = run(reps)
+    alerts += engine.tick(reps[-1][0] + 10**12)
+    for a in alerts[:: max(1, len(alerts) // 50)] + [a for a in alerts if a.kind != AlertKind.TRACK_UPDATE]:
+        Alert.model_validate(a.model_dump())
+
+
+def test_salvo_one_event_per_missile_and_no_swaps(salvo):
+    reps = reports(salvo, list(DEFAULT_FEEDS), seed=5)
+    engine = FusionEngine()
+    pairs = []
+    for t, r in reps:
+        pairs.append((r, engine.ingest(r, node_sent_ns=t, received_ns=t)))
+    assert len(engine.events()) == 3
+    mapping = event_of_track(pairs)
+    # every national track stayed on one event, and each event holds one missile's tracks
+    assert all(len(v) == 1 for v in mapping.values()), mapping
+    by_event: dict = {}
+    for (_nation, number), ev in mapping.items():
+        by_event.setdefault(ev.pop(), set()).add(number % 100)
+    assert all(len(v) == 1 for v in by_event.values()), by_event
+
+
+def test_renumbered_track_keeps_its_event(one_missile):
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=6)
+    t_switch = one_missile[0].t_ns[0] + 120 * NS
+    renumbered = []
+    for t, r in reps:
+        if r.nation == Nation.JPN and r.time_of_validity_ns >= t_switch:
+            r = r.model_copy(update={"track_number": 4242})
+        renumbered.append((t, r))
+    engine, alerts = run(renumbered)
+    assert len(engine.events()) == 1
+    assert {a.event_id for a in alerts} == {1}
+
+
+def test_nation_drops_out_and_comes_back(one_missile):
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=7)
+    t0 = one_missile[0].t_ns[0]
+    gap = (t0 + 60 * NS, t0 + 150 * NS)
+
+    def skip(r):
+        return r.nation == Nation.KOR and gap[0] <= r.time_of_validity_ns < gap[1]
+
+    engine, alerts = run(reps, skip=skip)
+    assert len(engine.events()) == 1
+    after = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and a.hops.source_nation == Nation.KOR
+             and a.state.time_of_validity_ns >= gap[1]]
+    assert after and Nation.KOR in after[-1].nations
+
+
+def test_one_nation_alone_still_makes_one_event(one_missile):
+    reps = [(t, r) for t, r in reports(one_missile, list(DEFAULT_FEEDS), seed=8) if r.nation == Nation.JPN]
+    engine, _ = run(reps)
+    assert len(engine.events()) == 1 and engine.events()[0].nations == [Nation.JPN]
+
+
+def test_lifecycle_impact_and_final_assessment(one_missile):
+    cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=5 * NS)
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=9)
+    engine, alerts = run(reps, cfg)
+    last_rx = reps[-1][0] + 2000
+    assert engine.tick(last_rx + 1 * NS) == []
+    impact = engine.tick(last_rx + 3 * NS)
+    assert [a.kind for a in impact] == [AlertKind.IMPACT]
+    assert impact[0].hops.fused_ns == last_rx + 3 * NS
+    final = engine.tick(last_rx + 6 * NS)
+    assert [a.kind for a in final] == [AlertKind.FINAL_ASSESSMENT]
+    a = final[0].assessment
+    tr = one_missile[0]
+    assert a.flight_time_s == pytest.approx((tr.t_ns[-1] - tr.t_ns[0]) / NS, abs=20)
+    assert a.apogee_m == pytest.approx(
+        float(max(np.linalg.norm(tr.states[:, :3], axis=1))) - 6_371_000.0, rel=0.25
+    )
+    assert engine.events()[0].status == "IMPACTED"
+    assert engine.tick(last_rx + 60 * NS) == []
+
+
+def test_track_lost_high_up_then_correction_when_it_returns(one_missile):
+    cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=1000 * NS)
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=10)
+    t0 = one_missile[0].t_ns[0]
+    first = [(t, r) for t, r in reps if r.time_of_validity_ns < t0 + 100 * NS]
+    rest = [(t, r) for t, r in reps if r.time_of_validity_ns >= t0 + 130 * NS]
+    engine, _ = run(first, cfg)
+    lost = engine.tick(first[-1][0] + 10 * NS)
+    assert [a.kind for a in lost] == [AlertKind.TRACK_LOST]
+    assert engine.events()[0].status == "LOST"
+    t, r = rest[0]
+    back = engine.ingest(r, node_sent_ns=t, received_ns=t)
+    corr = [a for a in back if a.kind == AlertKind.CORRECTION]
+    assert corr and corr[0].corrects_alert_id == lost[0].alert_id
+    assert engine.events()[0].status == "ACTIVE" and len(engine.events()) == 1
+
+
+def test_releasability_is_the_intersection(one_missile):
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=11)
+    restricted = [
+        (t, r.model_copy(update={"releasable_to": [Nation.JPN, Nation.USA]}) if r.nation == Nation.JPN else r)
+        for t, r in reps
+    ]
+    _, alerts = run(restricted)
+    multi = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and Nation.JPN in a.nations]
+    assert multi and all(Nation.KOR not in a.releasable_to for a in multi)
+    solo = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and a.nations == [Nation.KOR]]
+    assert all(a.releasable_to == [Nation.USA, Nation.JPN, Nation.KOR] for a in solo)
+
+
+def test_fused_error_beats_single_nations(one_missile):
+    """Independent national errors: the CI fused track is closer to truth than the best nation."""
+    feeds = [dataclasses.replace(f, bias_m=(0.0, 0.0, 0.0)) for f in DEFAULT_FEEDS]
+    reps = reports(one_missile, feeds, seed=12, shared_fraction=0.0)
+    _, alerts = run(reps)
+    tr = one_missile[0]
+    fused, single = [], {}
+    for (_t, r), a in zip(reps, [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE], strict=True):
+        truth = tr.at(r.time_of_validity_ns)[:3]
+        single.setdefault(r.nation, []).append(np.linalg.norm(np.array(r.position_ecef_m) - truth))
+        if len(a.nations) >= 2:
+            fused.append(np.linalg.norm(np.array(a.state.position_ecef_m) - tr.at(a.state.time_of_validity_ns)[:3]))
+    rmse = lambda v: float(np.sqrt(np.mean(np.square(v))))  # noqa: E731
+    assert rmse(fused) < min(rmse(v) for v in single.values())
