@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .model import NATIONS, MeasurementSet, NationalTrackUpdate, Scenario, SimResult, Trajectory
 from .sensors import measure, nation_params, sensors_of
@@ -10,17 +10,29 @@ from .tracker import run_tracker
 from .truth import NS, fly_launch
 
 
-def build_truth(scenario: Scenario) -> dict[str, Trajectory]:
-    return {m.missile_id: fly_launch(m, scenario.start_ns) for m in scenario.missiles}
+def build_truth(scenario: Scenario, progress: Callable[[str], None] | None = None) -> dict[str, Trajectory]:
+    out = {}
+    for m in scenario.missiles:
+        if progress:
+            progress(f"solving and flying {m.missile_id} ({m.missile_class})")
+        out[m.missile_id] = fly_launch(m, scenario.start_ns)
+    return out
 
 
-def simulate(scenario: Scenario, seed: int = 0, nations: Iterable[str] | None = None) -> SimResult:
+def simulate(
+    scenario: Scenario,
+    seed: int = 0,
+    nations: Iterable[str] | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> SimResult:
     """Fly the scenario and run the requested nations' sensors and trackers (all three if None).
 
-    Deterministic: the same scenario, seed and nations give an identical result.
+    Deterministic: the same scenario, seed and nations give an identical result. ``progress``,
+    if given, receives a line before each long step.
     """
     wanted = list(NATIONS) if nations is None else [n for n in NATIONS if n in set(nations)]
-    truth = build_truth(scenario)
+    truth = build_truth(scenario, progress)
     t0 = scenario.start_ns
     t1 = max(tr.impact_ns for tr in truth.values())
     if scenario.duration_s > 0:
@@ -28,6 +40,8 @@ def simulate(scenario: Scenario, seed: int = 0, nations: Iterable[str] | None = 
     measurements: dict[str, MeasurementSet] = {}
     tracks: dict[str, list[NationalTrackUpdate]] = {}
     for nation in wanted:
+        if progress:
+            progress(f"{nation}: sensors and national tracker")
         sets = [measure(s, truth, t0, t1, seed) for s in sensors_of(nation, scenario.unavailable_sensors)]
         measurements.update({m.sensor_id: m for m in sets})
         params = nation_params(nation)

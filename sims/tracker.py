@@ -183,7 +183,7 @@ def run_tracker(nation: str, measurements: list[MeasurementSet], latency_s: floa
             preds[k] = (xp, pp, xh, ph)
         cands.sort(key=lambda c: (c[0], c[1], c[2]))
         used_t, used_m = set(), set()
-        for d2, k, m, hi in cands:
+        for _d2, k, m, hi in cands:
             if k in used_t or m in used_m:
                 continue
             used_t.add(k)
