@@ -19,9 +19,11 @@ class RunningRelay:
     thread: threading.Thread
     port: int
 
+    tls: bool = False
+
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     @property
     def http_url(self) -> str:
@@ -36,12 +38,12 @@ class RunningRelay:
         self.thread.join(timeout=10)
 
 
-def start_relay(config=None) -> RunningRelay:
+def start_relay(config=None, **uvicorn_overrides) -> RunningRelay:
     from warnshare.relay.app import RelayConfig, create_app
     from warnshare.relay.server import uvicorn_options
 
     app = create_app(config or RelayConfig())
-    options = uvicorn_options("127.0.0.1", 0, "warning")
+    options = {**uvicorn_options("127.0.0.1", 0, "warning"), **uvicorn_overrides}
     server = uvicorn.Server(uvicorn.Config(app, **options))
     thread = threading.Thread(target=server.run, name="relay", daemon=True)
     thread.start()
@@ -51,7 +53,7 @@ def start_relay(config=None) -> RunningRelay:
             raise RuntimeError("relay did not start")
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    return RunningRelay(app, server, thread, port)
+    return RunningRelay(app, server, thread, port, tls="ssl_certfile" in uvicorn_overrides)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def collecting_subscriber(fmt: str, frames: list, max_pending: int = 1000, gate:
             await gate.wait()
         frames.append(frame)
 
-    return Subscriber(name=fmt, fmt=fmt, send=send, max_pending=max_pending, max_frame_alerts=500, clock=lambda: 42)
+    return Subscriber(name=fmt, fmt=fmt, nation=None, send=send, max_pending=max_pending, max_frame_alerts=500, clock=lambda: 42)
 
 
 def ids(frames: list) -> list[int]:

@@ -48,3 +48,13 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(values, 50) == 50
     assert percentile(values, 99) == 99
     assert percentile(values, 100) == 100
+
+
+def test_a_clock_step_is_followed_within_two_exchanges() -> None:
+    est = ClockOffsetEstimator()
+    for _ in range(5):
+        est.add_exchange(*exchange(0, 100_000, 100_000, 0))  # fast, in sync
+    est.add_exchange(*exchange(10_000_000_000, 400_000, 400_000, 0))  # the node's clock jumps 10 s
+    assert est.offset_ns == 0  # one odd sample could be a spike: not trusted yet
+    est.add_exchange(*exchange(10_000_000_000, 500_000, 500_000, 0))
+    assert est.offset_ns == 10_000_000_000 and est.steps == 1

@@ -22,9 +22,9 @@ def batch(reports, sent_ns: int = 10**18) -> ReportBatch:
 def test_resent_reports_are_dropped_as_duplicates() -> None:
     lk = link()
     reports = national_reports(STATES, Nation.JPN, track_number=1)
-    first = accept_batch(lk, batch(reports[:10]))
+    first = accept_batch(lk, batch(reports[:10]), 0)
     assert [r.seq for r in first.reports] == list(range(1, 11)) and first.acked_seq == 10
-    again = accept_batch(lk, batch(reports[5:15]))
+    again = accept_batch(lk, batch(reports[5:15]), 0)
     assert again.duplicates == 5
     assert [r.seq for r in again.reports] == list(range(11, 16)) and again.acked_seq == 15
 
@@ -32,12 +32,12 @@ def test_resent_reports_are_dropped_as_duplicates() -> None:
 def test_a_gap_refuses_the_whole_batch_and_keeps_state() -> None:
     lk = link()
     reports = national_reports(STATES, Nation.JPN, track_number=1)
-    accept_batch(lk, batch(reports[:3]))
+    accept_batch(lk, batch(reports[:3]), 0)
     with pytest.raises(ProtocolError) as info:
-        accept_batch(lk, batch(reports[4:8]))
+        accept_batch(lk, batch(reports[4:8]), 0)
     assert info.value.code == ErrorCode.SEQUENCE_GAP
     assert lk.last_seq == 3
-    assert accept_batch(lk, batch(reports[3:5])).acked_seq == 5
+    assert accept_batch(lk, batch(reports[3:5]), 0).acked_seq == 5
 
 
 def test_a_report_of_another_nation_refuses_the_batch() -> None:
@@ -45,7 +45,7 @@ def test_a_report_of_another_nation_refuses_the_batch() -> None:
     good = national_reports(STATES, Nation.JPN, track_number=1)[:2]
     spoofed = national_reports(STATES, Nation.KOR, track_number=1, first_seq=3)[:1]
     with pytest.raises(ProtocolError) as info:
-        accept_batch(lk, batch(good + spoofed))
+        accept_batch(lk, batch(good + spoofed), 0)
     assert info.value.code == ErrorCode.NATION_MISMATCH
     assert lk.last_seq == 0 and lk.accepted == 0
 
@@ -65,7 +65,7 @@ def test_timestamps_are_moved_to_the_relay_clock() -> None:
     reports = national_reports(STATES, Nation.JPN, track_number=1)[:2]
     skewed = [r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + skew,
                                    "measured_ns": r.measured_ns + skew}) for r in reports]
-    out = accept_batch(lk, batch(skewed, sent_ns=7 + skew))
+    out = accept_batch(lk, batch(skewed, sent_ns=7 + skew), lk.clock.offset_ns)
     assert [r.time_of_validity_ns for r in out.reports] == [r.time_of_validity_ns for r in reports]
     assert [r.measured_ns for r in out.reports] == [r.measured_ns for r in reports]
     assert out.node_sent_ns == 7

@@ -45,11 +45,28 @@ class ClockOffsetEstimator:
     error (bounded by half its RTT asymmetry) is the smallest: NTP's clock filter, simplified.
     """
 
+    #: Two samples in a row this far (beyond their round trips) from the estimate mean the
+    #: peer's clock stepped: forget the older samples instead of trusting them for a window.
+    STEP_NS = 5_000_000
+
     def __init__(self, window: int = 8) -> None:
         self._samples: deque[ClockSample] = deque(maxlen=window)
         self._best: ClockSample | None = None
+        self._disagreeing = 0
+        self.steps = 0
 
     def add(self, sample: ClockSample) -> None:
+        best = self._best
+        if best is not None and abs(sample.offset_ns - best.offset_ns) > self.STEP_NS + sample.rtt_ns + best.rtt_ns:
+            self._disagreeing += 1
+            if self._disagreeing >= 2:
+                last = self._samples[-1]
+                self._samples.clear()
+                self._samples.append(last)
+                self._disagreeing = 0
+                self.steps += 1
+        else:
+            self._disagreeing = 0
         self._samples.append(sample)
         self._best = min(self._samples, key=lambda s: s.rtt_ns)
 

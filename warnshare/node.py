@@ -12,7 +12,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from warnshare.auth import NodeKey, batch_message, hello_message
 from warnshare.envdefaults import env_float, env_str
 from warnshare.protocol import (
     INGEST_PATH,
@@ -28,6 +31,7 @@ from warnshare.protocol import (
     NATIONS,
     PROTOCOL_VERSION,
     Ack,
+    Auth,
     DataMode,
     ErrorCode,
     ErrorMessage,
@@ -37,6 +41,7 @@ from warnshare.protocol import (
     Nation,
     ProtocolError,
     ReportBatch,
+    SignedBatch,
     TimeReply,
     TimeRequest,
     TrackReport,
@@ -96,8 +101,14 @@ class NodePublisher:
         max_batch: int = MAX_REPORTS_PER_BATCH,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 5.0,
+        key: NodeKey | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if key is not None and key.nation != nation:
+            raise ValueError(f"the key is {key.nation.value}'s, this node speaks for {nation.value}")
         self.url = ingest_url(relay_url)
+        self.key = key
+        self.ssl_context = ssl_context
         self.nation = nation
         self.node_id = node_id
         self.clock = clock
@@ -162,7 +173,8 @@ class NodePublisher:
             first = False
             try:
                 async with websockets.connect(
-                    self.url, compression=None, max_size=1 << 20, open_timeout=5, close_timeout=2
+                    self.url, compression=None, max_size=1 << 20, open_timeout=5, close_timeout=2,
+                    ssl=self.ssl_context if self.url.startswith("wss:") else None,
                 ) as ws:
                     self._ws = ws
                     await self._session(ws)
@@ -180,9 +192,7 @@ class NodePublisher:
             backoff = min(self.backoff_max_s, backoff * 2)
 
     async def _session(self, ws) -> None:
-        await ws.send(
-            encode(Hello(protocol_version=PROTOCOL_VERSION, nation=self.nation, node_id=self.node_id, sent_ns=self.clock()))
-        )
+        await ws.send(encode(self._hello()))
         welcome = decode_relay_to_node(await ws.recv())
         if isinstance(welcome, ErrorMessage):
             self._handle_error(welcome)
@@ -222,9 +232,25 @@ class NodePublisher:
             stop = min(len(self.outbox), self._unsent + self.max_batch)
             reports = [self.outbox[i] for i in range(self._unsent, stop)]
             self._unsent = stop
-            await ws.send(encode(ReportBatch(sent_ns=self.clock(), reports=reports)))
+            await ws.send(self._batch_frame(ReportBatch(sent_ns=self.clock(), reports=reports)))
             self.stats.batches_sent += 1
             self.stats.reports_sent += len(reports)
+
+    def _hello(self) -> Hello:
+        sent = self.clock()
+        auth = Auth()
+        if self.key is not None:
+            nonce = os.urandom(16)
+            signature = self.key.sign(hello_message(self.nation.value, self.node_id, sent, nonce))
+            auth = Auth(scheme="ed25519", key_id=self.key.key_id, nonce=nonce, signature=signature)
+        return Hello(protocol_version=PROTOCOL_VERSION, nation=self.nation, node_id=self.node_id, sent_ns=sent, auth=auth)
+
+    def _batch_frame(self, batch: ReportBatch) -> bytes:
+        payload = encode(batch)
+        if self.key is None:
+            return payload
+        signature = self.key.sign(batch_message(self.node_id, payload))
+        return encode(SignedBatch(key_id=self.key.key_id, payload=payload, signature=signature))
 
     def _on_acked(self, acked_seq: int) -> None:
         while self.outbox and self.outbox[0].seq <= acked_seq:
@@ -365,6 +391,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-id", default=None, help="default: <nation>-node")
     parser.add_argument("--start-at", type=float, default=None, help="UNIX time (s) at which scenario t=0 plays; default: now + 1 s")
     parser.add_argument("--clock-skew-s", type=float, default=env_float("CLOCK_SKEW_S", 0.0), help="make this node's clock wrong by this much (fault injection)")
+    parser.add_argument("--keys-dir", default=env_str("KEYS_DIR", ""), help="sign with <dir>/<nation>.key from `warnshare keys init` (WARNSHARE_KEYS_DIR)")
+    parser.add_argument("--key", default=env_str("KEY", ""), help="sign with this key file (WARNSHARE_KEY)")
+    parser.add_argument("--ca", default=env_str("CA", ""), help="CA certificate (PEM) to trust for wss:// (WARNSHARE_CA)")
     parser.add_argument("--data-mode", default="SIMULATED", choices=[m.value for m in DataMode])
     parser.add_argument("--loop", action="store_true", help="play the scenario again and again")
     parser.add_argument("--log-level", default=env_str("LOG_LEVEL", "info"))
@@ -383,6 +412,19 @@ def run(args: argparse.Namespace) -> int:
         return 3
 
 
+def load_node_key(args: argparse.Namespace, nation: Nation) -> NodeKey | None:
+    path = args.key or (os.path.join(args.keys_dir, f"{nation.value.lower()}.key") if args.keys_dir else "")
+    if not path:
+        return None
+    try:
+        key = NodeKey.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"warnshare node: cannot load the signing key {path}: {exc}") from None
+    if key.nation != nation:
+        raise SystemExit(f"warnshare node: {path} is {key.nation.value}'s key, not {nation.value}'s")
+    return key
+
+
 async def _main(args: argparse.Namespace) -> int:
     from sims import load_scenario, simulate
 
@@ -397,7 +439,9 @@ async def _main(args: argparse.Namespace) -> int:
     updates = result.national_tracks.get(nation.value, [])
     log.info("%s: scenario %s simulated in %.1f s: %d track updates", node_id, scenario.name, time.monotonic() - t0, len(updates))
     clock = NodeClock(int(args.clock_skew_s * 1e9))
-    publisher = NodePublisher(args.relay, nation, node_id, clock=clock)
+    key = load_node_key(args, nation)
+    ctx = ssl.create_default_context(cafile=args.ca) if args.ca else None
+    publisher = NodePublisher(args.relay, nation, node_id, clock=clock, key=key, ssl_context=ctx)
     link = asyncio.create_task(publisher.run())
     faults = [f for f in scenario.faults if f.nation == nation.value]
     start_wall = int(args.start_at * 1e9) if args.start_at else time.time_ns() + 1_000_000_000

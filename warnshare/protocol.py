@@ -225,12 +225,21 @@ class Hello(_Wire):
 
 
 class ReportBatch(_Wire):
-    """Reports in ascending ``seq`` order; ``signature`` covers the batch (see PROTOCOL.md)."""
+    """Reports in ascending ``seq`` order."""
 
     type: Literal["report_batch"] = "report_batch"
     sent_ns: Timestamp
     reports: Annotated[list[TrackReport], Field(min_length=1, max_length=MAX_REPORTS_PER_BATCH)]
-    signature: Annotated[bytes, Field(max_length=128)] = b""
+
+
+class SignedBatch(_Wire):
+    """A report_batch as opaque msgpack ``payload`` bytes with the node's Ed25519 signature
+    over them, so that any client can verify exactly the bytes it received (see PROTOCOL.md)."""
+
+    type: Literal["signed_batch"] = "signed_batch"
+    key_id: Annotated[str, Field(min_length=1, max_length=128)]
+    payload: Annotated[bytes, Field(min_length=1, max_length=MAX_NODE_FRAME_BYTES)]
+    signature: Annotated[bytes, Field(min_length=64, max_length=64)]
 
 
 class TimeRequest(_Wire):
@@ -372,7 +381,9 @@ class EventSummary(_Wire):
     assessment: Assessment | None = None
 
 
-NodeMessage = Annotated[Hello | ReportBatch | TimeRequest | TimeReply, Field(discriminator="type")]
+NodeMessage = Annotated[
+    Hello | ReportBatch | SignedBatch | TimeRequest | TimeReply, Field(discriminator="type")
+]
 RelayToNodeMessage = Annotated[
     Welcome | Ack | ErrorMessage | TimeRequest | TimeReply, Field(discriminator="type")
 ]
@@ -425,7 +436,7 @@ def _validate(adapter: TypeAdapter[Any], obj: dict[str, Any]) -> Any:
         ) from None
 
 
-def decode_node_message(data: bytes) -> Hello | ReportBatch | TimeRequest | TimeReply:
+def decode_node_message(data: bytes) -> Hello | ReportBatch | SignedBatch | TimeRequest | TimeReply:
     """Decode and validate one node → relay frame; raises ProtocolError."""
     obj = unpack(data)
     if obj.get("type") == "hello":

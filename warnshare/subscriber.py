@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -80,8 +81,19 @@ class SubscriptionError(Exception):
 
 
 class AlertSubscriber:
-    def __init__(self, url: str, *, fmt: str = "msgpack", since: int | None = None, reconnect: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        fmt: str = "msgpack",
+        since: int | None = None,
+        reconnect: bool = True,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.url = url
+        self.token = token
+        self.ssl_context = ssl_context
         self.fmt = fmt
         self.last_alert_id = since
         self.reconnect = reconnect
@@ -93,11 +105,14 @@ class AlertSubscriber:
         backoff = 0.2
         while True:
             try:
+                url = alerts_url(self.url, self.fmt, self.last_alert_id)
                 async with websockets.connect(
-                    alerts_url(self.url, self.fmt, self.last_alert_id),
+                    url,
                     compression=None,
                     max_size=64 << 20,
                     open_timeout=5,
+                    additional_headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
+                    ssl=self.ssl_context if url.startswith("wss:") else None,
                 ) as ws:
                     async for item in self._session(ws):
                         backoff = 0.2
@@ -180,6 +195,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=None, help="exit after this many alerts")
     parser.add_argument("--no-updates", action="store_true", help="hide TRACK_UPDATE alerts")
     parser.add_argument("--timeout", type=float, default=None, help="exit after this many seconds")
+    parser.add_argument("--token", default=env_str("TOKEN", ""), help="subscriber token (WARNSHARE_TOKEN)")
+    parser.add_argument("--token-file", default=env_str("TOKEN_FILE", ""), help="read the token from this file (WARNSHARE_TOKEN_FILE)")
+    parser.add_argument("--ca", default=env_str("CA", ""), help="CA certificate (PEM) to trust for wss:// (WARNSHARE_CA)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,7 +213,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    sub = AlertSubscriber(args.url, since=args.since)
+    token = args.token
+    if args.token_file:
+        try:
+            token = open(args.token_file).read().strip()
+        except OSError as exc:
+            raise SystemExit(f"warnshare subscribe: cannot read the token file: {exc}") from None
+    ctx = ssl.create_default_context(cafile=args.ca) if args.ca else None
+    sub = AlertSubscriber(args.url, since=args.since, token=token or None, ssl_context=ctx)
     n = 0
 
     async def consume() -> None:

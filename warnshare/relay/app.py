@@ -1,13 +1,15 @@
 """The relay's FastAPI app: node ingest and alert WebSockets, events, health and metrics.
 
-A thin shell: it decodes and checks frames (ingest.py), feeds the fusion engine, stamps the
-wall-clock hops and hands alerts to the hub (hub.py) for fan-out. Decisions live in the core.
+A thin shell around the fusion core: it checks frames (ingest.py, auth.py), journals what the
+engine is given (journal.py), feeds the engine, stamps the wall-clock hops and hands the alerts
+to the hub (hub.py) for fan-out. Decisions live in the core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,21 +18,23 @@ from typing import Any
 
 from fastapi import FastAPI, Query, WebSocket
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from warnshare.auth import DEFAULT_TIME_WINDOW_NS, Consumer, ReplayGuard, TrustStore
 from warnshare.fusion import FusionConfig, FusionEngine
 from warnshare.protocol import (
     MAX_SUBSCRIBER_FRAME_BYTES,
     PROTOCOL_VERSION,
     Ack,
+    Alert,
     ErrorCode,
     ErrorMessage,
     EventSummary,
     Hello,
     ProtocolError,
     ReportBatch,
+    SignedBatch,
     TimeReply,
     TimeRequest,
     Welcome,
@@ -38,9 +42,12 @@ from warnshare.protocol import (
     decode_subscriber_message,
     encode,
     encode_json,
+    unpack,
 )
-from warnshare.relay.hub import Hub, Subscriber
+from warnshare.relay.hub import EncodedAlert, Hub, Subscriber
 from warnshare.relay.ingest import NodeLink, NodeRegistry, accept_batch
+from warnshare.relay.journal import Journal
+from warnshare.relay.limits import TokenBucket
 
 log = logging.getLogger("warnshare.relay")
 
@@ -51,11 +58,32 @@ class RelayConfig:
     tick_interval_s: float = 0.25
     #: Clock exchange with each node: a burst at connect, then one every period.
     clock_burst: int = 3
-    clock_period_s: float = 2.0
+    clock_period_s: float = 1.0
     subscriber_max_pending: int = 10_000
     subscriber_max_frame_alerts: int = 500
     subscriber_close_timeout_s: float = 2.0
     ring_size: int = 200_000
+    #: SQLite journal (None: nothing survives a restart).
+    journal_path: str | None = None
+    #: Trust store (trust.json): when set, nodes must sign and subscribers need a token.
+    trust: TrustStore | None = None
+    time_window_ns: int = DEFAULT_TIME_WINDOW_NS
+    node_frames_per_s: float = 5_000.0
+    node_frames_burst: float = 10_000.0
+    subscriber_frames_per_s: float = 20.0
+    subscriber_frames_burst: float = 50.0
+    max_connections: int = 2_000
+
+    def scaled(self, time_scale: float) -> RelayConfig:
+        """The same config with the fusion's wall-clock time-outs divided by ``time_scale``."""
+        if time_scale == 1.0:
+            return self
+        changes = {
+            f.name: int(getattr(self.fusion, f.name) / time_scale)
+            for f in dataclasses.fields(self.fusion)
+            if f.name.endswith("_timeout_ns")
+        }
+        return dataclasses.replace(self, fusion=dataclasses.replace(self.fusion, **changes))
 
 
 class RelayMetrics:
@@ -65,7 +93,7 @@ class RelayMetrics:
         r = self.registry = CollectorRegistry()
         self.reports = Counter("warnshare_reports_accepted", "Reports accepted", ["nation"], registry=r)
         self.duplicates = Counter("warnshare_reports_duplicate", "Re-sent reports dropped as duplicates", registry=r)
-        self.rejected = Counter("warnshare_frames_rejected", "Frames refused, by error code", ["code"], registry=r)
+        self.rejected = Counter("warnshare_frames_rejected", "Frames or connections refused, by error code", ["code"], registry=r)
         self.alerts = Counter("warnshare_alerts", "Alerts issued", ["kind"], registry=r)
         self.engine_errors = Counter("warnshare_engine_errors", "Reports the fusion engine failed on", registry=r)
         self.conflated = Counter("warnshare_alerts_conflated", "TRACK_UPDATEs conflated for slow subscribers", registry=r)
@@ -74,6 +102,8 @@ class RelayMetrics:
         self.subscribers = Gauge("warnshare_subscribers_connected", "Subscriber connections open", registry=r)
         self.clock_offset = Gauge("warnshare_node_clock_offset_seconds", "Node clock minus relay clock", ["node_id"], registry=r)
         self.clock_rtt = Gauge("warnshare_node_clock_rtt_seconds", "Round trip of the best clock sample", ["node_id"], registry=r)
+        self.replayed_inputs = Gauge("warnshare_journal_replayed_inputs", "Journal inputs replayed at start-up", registry=r)
+        self.replay_mismatches = Gauge("warnshare_journal_replay_mismatches", "Replayed alerts that differ from the journal", registry=r)
         self.ingest_seconds = Histogram(
             "warnshare_batch_processing_seconds",
             "Receipt of a report batch to its alerts handed to the hub",
@@ -83,35 +113,62 @@ class RelayMetrics:
 
 
 class Relay:
-    """The relay's state: one engine, one hub, the node links, metrics."""
+    """The relay's state: one engine, one hub, the node links, the journal, metrics."""
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.engine = FusionEngine(config.fusion)
-        self.hub = Hub(ring_size=config.ring_size)
         self.nodes = NodeRegistry()
         self.metrics = RelayMetrics()
+        self.journal = Journal(config.journal_path) if config.journal_path else None
+        self.hub = Hub(ring_size=config.ring_size, older=self._older_alerts if self.journal else None)
+        self.replay_guards: dict[str, ReplayGuard] = {}
+        self.connections = 0
         self.started_ns = time.time_ns()
+        if self.journal:
+            self._replay_journal()
 
-    def publish(self, alerts: list) -> None:
-        if not alerts:
-            return
-        fused_ns = time.time_ns()
-        for a in alerts:
-            a.hops.fused_ns = fused_ns
-            self.metrics.alerts.labels(a.kind.value).inc()
-        self.hub.publish(alerts)
+    # -- the input path ---------------------------------------------------------------
 
-    def ingest_batch(self, link: NodeLink, batch: ReportBatch, received_ns: int) -> Ack:
-        accepted = accept_batch(link, batch)
+    def ingest_batch(
+        self, link: NodeLink, batch: ReportBatch, payload: bytes, received_ns: int
+    ) -> Ack:
+        """Accept, journal, fuse and fan out one batch; the returned ack is safe to send."""
         offset, rtt = link.clock.offset_ns, link.clock.rtt_ns
-        alerts: list = []
-        for report in accepted.reports:
+        accepted = accept_batch(link, batch, offset)
+        encoded: list[EncodedAlert] = []
+        if accepted.reports:
+            alerts = self._fuse(link, accepted.reports, accepted.node_sent_ns, received_ns, offset, rtt)
+            fused_ns = time.time_ns()
+            encoded = self._stamp(alerts, fused_ns)
+            if self.journal:
+                self.journal.record_batch(
+                    node_id=link.node_id,
+                    nation=link.nation.value,
+                    payload=payload,
+                    first_seq=accepted.reports[0].seq,
+                    last_seq=accepted.reports[-1].seq,
+                    clock_offset_ns=offset,
+                    clock_rtt_ns=rtt,
+                    received_ns=received_ns,
+                    fused_ns=fused_ns,
+                    alerts=encoded,
+                )
+            self.hub.fan_out(encoded)
+            self.metrics.reports.labels(link.nation.value).inc(len(accepted.reports))
+        if accepted.duplicates:
+            self.metrics.duplicates.inc(accepted.duplicates)
+        self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
+        return Ack(acked_seq=accepted.acked_seq, relay_received_ns=received_ns)
+
+    def _fuse(self, link: NodeLink, reports: list, node_sent_ns: int, received_ns: int, offset: int, rtt: int) -> list[Alert]:
+        alerts: list[Alert] = []
+        for report in reports:
             try:
                 alerts.extend(
                     self.engine.ingest(
                         report,
-                        node_sent_ns=accepted.node_sent_ns,
+                        node_sent_ns=node_sent_ns,
                         received_ns=received_ns,
                         clock_offset_ns=offset,
                         clock_rtt_ns=rtt,
@@ -120,20 +177,76 @@ class Relay:
             except Exception:  # the engine must never take the relay down
                 self.metrics.engine_errors.inc()
                 log.exception("fusion engine failed on %s seq %d", link.node_id, report.seq)
-        self.publish(alerts)
-        if accepted.reports:
-            self.metrics.reports.labels(link.nation.value).inc(len(accepted.reports))
-        if accepted.duplicates:
-            self.metrics.duplicates.inc(accepted.duplicates)
-        self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
-        return Ack(acked_seq=accepted.acked_seq, relay_received_ns=received_ns)
+        return alerts
+
+    def _stamp(self, alerts: list[Alert], fused_ns: int) -> list[EncodedAlert]:
+        for a in alerts:
+            a.hops.fused_ns = fused_ns
+            self.metrics.alerts.labels(a.kind.value).inc()
+        return [EncodedAlert(a) for a in alerts]
 
     def tick(self) -> None:
+        now = time.time_ns()
         try:
-            self.publish(self.engine.tick(time.time_ns()))
+            alerts = self.engine.tick(now)
         except Exception:
             self.metrics.engine_errors.inc()
             log.exception("fusion engine tick failed")
+            return
+        encoded = self._stamp(alerts, time.time_ns())
+        if self.journal:
+            # every tick is an input: replay needs them all, alerts or not, to rebuild the state
+            self.journal.record_tick(now, encoded[0].alert.hops.fused_ns if encoded else now, encoded)
+        self.hub.fan_out(encoded)
+
+    # -- restart ------------------------------------------------------------------------
+
+    def _replay_journal(self) -> None:
+        """Rebuild engine, node links and hub from the journal; check the alerts come out equal."""
+        assert self.journal is not None
+        stored = dict(self.journal.alert_bodies(0))
+        inputs = mismatches = 0
+        for rec in self.journal.inputs():
+            inputs += 1
+            if rec.kind == "tick":
+                try:
+                    alerts = self.engine.tick(rec.received_ns)
+                except Exception:
+                    alerts = []
+            else:
+                link = self.nodes.links.get(rec.node_id) or self.nodes.restore(rec.node_id, rec.nation)
+                batch = ReportBatch.model_validate(unpack(rec.payload))
+                accepted = accept_batch(link, batch, rec.clock_offset_ns)
+                alerts = self._fuse(
+                    link, accepted.reports, accepted.node_sent_ns, rec.received_ns, rec.clock_offset_ns, rec.clock_rtt_ns
+                )
+            for a in alerts:
+                a.hops.fused_ns = rec.fused_ns
+            encoded = [EncodedAlert(a) for a in alerts]
+            for e in encoded:
+                if stored.get(e.alert_id) != e.msgpack:
+                    mismatches += 1
+            self.hub.fan_out(encoded)
+        self.metrics.replayed_inputs.set(inputs)
+        self.metrics.replay_mismatches.set(mismatches)
+        if inputs:
+            log.warning(
+                "journal %s: replayed %d inputs, %d alerts (last alert id %d), %d mismatches",
+                self.config.journal_path, inputs, len(stored), self.hub.last_alert_id, mismatches,
+            )
+
+    def _older_alerts(self, after_alert_id: int) -> list[EncodedAlert]:
+        assert self.journal is not None
+        return [
+            EncodedAlert(Alert.model_validate(unpack(body)), body)
+            for _, body in self.journal.alert_bodies(after_alert_id)
+        ]
+
+    def replay_guard(self, node_id: str) -> ReplayGuard:
+        guard = self.replay_guards.get(node_id)
+        if guard is None:
+            guard = self.replay_guards[node_id] = ReplayGuard(self.config.time_window_ns)
+        return guard
 
 
 class _Conn:
@@ -190,6 +303,8 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
             yield
         finally:
             task.cancel()
+            if relay.journal:
+                relay.journal.close()
 
     app = FastAPI(
         title="warnshare relay",
@@ -197,7 +312,7 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
         description=(
             "Fuses national missile-warning tracks (USA, JPN, KOR) into one event per missile "
             "and pushes alerts. WebSockets (not in this schema, see docs/PROTOCOL.md): "
-            "`/v1/ingest` for nodes, `/v1/alerts?format=json|msgpack&since=ID` for subscribers."
+            "`/v1/ingest` for nodes, `/v1/alerts?format=json|msgpack&since=ID&token=T` for subscribers."
         ),
         lifespan=lifespan,
     )
@@ -212,6 +327,8 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
             "nodes_connected": sum(1 for n in relay.nodes.links.values() if n.connection),
             "subscribers": len(relay.hub.subscribers),
             "last_alert_id": relay.hub.last_alert_id,
+            "journal": relay.config.journal_path is not None,
+            "authentication": relay.config.trust is not None,
         }
 
     @app.get("/v1/events", response_model=list[EventSummary], summary="Current fused events")
@@ -237,154 +354,239 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(
-            generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST
-        )
+        return PlainTextResponse(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def admitted(ws: WebSocket, conn: _Conn) -> AsyncIterator[bool]:
+        """Count the connection; refuse it over the cap."""
+        if relay.connections >= relay.config.max_connections:
+            relay.metrics.rejected.labels(ErrorCode.RATE_LIMITED.value).inc()
+            await conn.fail(ProtocolError(ErrorCode.RATE_LIMITED, f"the relay holds {relay.connections} connections, its limit"))
+            yield False
+            return
+        relay.connections += 1
+        try:
+            yield True
+        finally:
+            relay.connections -= 1
 
     @app.websocket("/v1/ingest")
     async def ingest(ws: WebSocket) -> None:
         await ws.accept()
         conn = _Conn(ws)
-        link: NodeLink | None = None
-        clock_task: asyncio.Task | None = None
-        pending: dict[int, int] = {}  # time request id -> t1
-        relay.metrics.nodes.inc()
-        try:
-            data = await _receive(ws)
-            if data is None:
-                return
-            hello = _decode_node(data)
-            if not isinstance(hello, Hello):
-                raise ProtocolError(ErrorCode.HELLO_REQUIRED, "the first frame must be a hello")
-            link = relay.nodes.hello(hello)
-            old = link.connection
-            link.connection = conn
-            if isinstance(old, _Conn):
-                asyncio.create_task(
-                    old.fail(ProtocolError(ErrorCode.SUPERSEDED, "a newer connection took over"))
-                )
-            await conn.send(Welcome(relay_time_ns=time.time_ns(), last_acked_seq=link.last_seq))
-            log.info("node %s (%s) connected, resuming after seq %d", link.node_id, link.nation.value, link.last_seq)
-
-            async def clock_exchange() -> None:
-                n = 0
-                while True:
-                    n += 1
-                    t1 = time.time_ns()
-                    pending[n] = t1
-                    await conn.send(TimeRequest(id=n, t1_ns=t1))
-                    await asyncio.sleep(0.05 if n < relay.config.clock_burst else relay.config.clock_period_s)
-
-            clock_task = asyncio.create_task(clock_exchange())
-            while True:
-                data = await _receive(ws)
-                received_ns = time.time_ns()
-                if data is None:
-                    return
-                msg = _decode_node(data)
-                if isinstance(msg, ReportBatch):
-                    try:
-                        ack = relay.ingest_batch(link, msg, received_ns)
-                    except ProtocolError as exc:
-                        exc.seq = msg.reports[0].seq
-                        raise
-                    await conn.send(ack)
-                elif isinstance(msg, TimeReply):
-                    t1 = pending.pop(msg.id, None)
-                    if t1 is not None and t1 == msg.t1_ns:
-                        link.clock.add_exchange(t1, msg.t2_ns, msg.t3_ns, received_ns)
-                        relay.metrics.clock_offset.labels(link.node_id).set(link.clock.offset_ns / 1e9)
-                        relay.metrics.clock_rtt.labels(link.node_id).set(link.clock.rtt_ns / 1e9)
-                elif isinstance(msg, TimeRequest):
-                    await conn.send(
-                        TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns())
-                    )
-                else:
-                    raise ProtocolError(ErrorCode.BAD_REQUEST, "hello may be sent only once")
-        except ProtocolError as exc:
-            relay.metrics.rejected.labels(exc.code.value).inc()
-            log.warning("node %s: %s", link.node_id if link else "?", exc)
-            await conn.fail(exc)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            if clock_task:
-                clock_task.cancel()
-            if link is not None and link.connection is conn:
-                link.connection = None
-            relay.metrics.nodes.dec()
+        async with admitted(ws, conn) as ok:
+            if ok:
+                await _node_session(relay, ws, conn)
 
     @app.websocket("/v1/alerts")
     async def alerts(
         ws: WebSocket,
         format: str = Query("msgpack"),  # noqa: A002 - the documented query parameter name
         since: int | None = Query(None),
+        token: str | None = Query(None),
     ) -> None:
         await ws.accept()
-        fmt = format if format in ("msgpack", "json") else "json"
-        conn = _Conn(ws, fmt)
-        if format not in ("msgpack", "json"):
-            await conn.fail(ProtocolError(ErrorCode.BAD_REQUEST, f"format must be msgpack or json, not {format!r}"))
-            return
-        if since is not None and since < 0:
-            await conn.fail(ProtocolError(ErrorCode.BAD_REQUEST, "since must be >= 0"))
-            return
-        await conn.send(Welcome(relay_time_ns=time.time_ns(), last_alert_id=relay.hub.last_alert_id))
-        backlog = relay.hub.snapshot() if since is None else relay.hub.since(since)
-        if backlog is None:
-            await conn.fail(
-                ProtocolError(
-                    ErrorCode.BAD_REQUEST,
-                    f"since={since} is older than the alerts this relay still holds",
-                )
-            )
-            return
-        sub = Subscriber(
-            name=f"{ws.client.host}:{ws.client.port}" if ws.client else "?",
-            fmt=fmt,
-            send=conn.send_raw,
-            max_pending=relay.config.subscriber_max_pending,
-            max_frame_alerts=relay.config.subscriber_max_frame_alerts,
-            clock=time.time_ns,
-        )
-        relay.hub.attach(sub, backlog)
-        relay.metrics.subscribers.inc()
-        writer = asyncio.create_task(sub.run_writer())
-        reader = asyncio.create_task(_subscriber_reader(ws, conn))
-        try:
-            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done and sub.overflowed:
-                relay.metrics.slow_closed.inc()
-                log.warning("subscriber %s closed: too slow (%d pending)", sub.name, len(sub.queue))
-                await conn.fail(
-                    ProtocolError(
-                        ErrorCode.SLOW_CONSUMER,
-                        f"more than {sub.max_pending} critical alerts pending; resume with "
-                        f"since={sub.queue[0].alert_id - 1 if sub.queue else relay.hub.last_alert_id}",
-                    ),
-                    timeout_s=relay.config.subscriber_close_timeout_s,
-                )
-            elif reader in done and (exc := reader.exception()) is not None:
-                if isinstance(exc, ProtocolError):
-                    relay.metrics.rejected.labels(exc.code.value).inc()
-                    await conn.fail(exc)
-        finally:
-            relay.hub.detach(sub)
-            relay.metrics.conflated.inc(sub.conflated_total)
-            relay.metrics.subscribers.dec()
-            for task in (writer, reader):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(writer, reader, return_exceptions=True)
-            if ws.client_state != WebSocketState.DISCONNECTED:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), relay.config.subscriber_close_timeout_s)
+        conn = _Conn(ws, format if format in ("msgpack", "json") else "json")
+        async with admitted(ws, conn) as ok:
+            if ok:
+                await _subscriber_session(relay, ws, conn, format, since, token)
 
     return app
 
 
-async def _subscriber_reader(ws: WebSocket, conn: _Conn) -> None:
+# ------------------------------------------------------------------------ node sessions
+
+
+async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
+    link: NodeLink | None = None
+    clock_task: asyncio.Task | None = None
+    pending: dict[int, int] = {}  # time request id -> t1
+    limit = TokenBucket(relay.config.node_frames_per_s, relay.config.node_frames_burst, time.time_ns())
+    relay.metrics.nodes.inc()
+    try:
+        data = await _receive(ws)
+        if data is None:
+            return
+        hello = _decode_node(data)
+        if not isinstance(hello, Hello):
+            raise ProtocolError(ErrorCode.HELLO_REQUIRED, "the first frame must be a hello")
+        key_id = _authenticate_hello(relay, hello)
+        link = relay.nodes.hello(hello)
+        link.key_id = key_id
+        old = link.connection
+        link.connection = conn
+        if isinstance(old, _Conn):
+            asyncio.create_task(old.fail(ProtocolError(ErrorCode.SUPERSEDED, "a newer connection took over")))
+        await conn.send(Welcome(relay_time_ns=time.time_ns(), last_acked_seq=link.last_seq))
+        log.info("node %s (%s) connected, resuming after seq %d", link.node_id, link.nation.value, link.last_seq)
+
+        async def clock_exchange() -> None:
+            for n in range(1, 1 << 62):
+                t1 = time.time_ns()
+                pending[n] = t1
+                await conn.send(TimeRequest(id=n, t1_ns=t1))
+                await asyncio.sleep(0.05 if n < relay.config.clock_burst else relay.config.clock_period_s)
+
+        clock_task = asyncio.create_task(clock_exchange())
+        while True:
+            data = await _receive(ws)
+            received_ns = time.time_ns()
+            if data is None:
+                return
+            if not limit.take(received_ns):
+                raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {relay.config.node_frames_per_s:.0f} frames/s")
+            msg = _decode_node(data)
+            if isinstance(msg, (ReportBatch, SignedBatch)):
+                batch, payload = _open_batch(relay, link, msg, data, received_ns)
+                try:
+                    ack = relay.ingest_batch(link, batch, payload, received_ns)
+                except ProtocolError as exc:
+                    exc.seq = batch.reports[0].seq
+                    raise
+                await conn.send(ack)
+            elif isinstance(msg, TimeReply):
+                t1 = pending.pop(msg.id, None)
+                if t1 is not None and t1 == msg.t1_ns:
+                    link.clock.add_exchange(t1, msg.t2_ns, msg.t3_ns, received_ns)
+                    relay.metrics.clock_offset.labels(link.node_id).set(link.clock.offset_ns / 1e9)
+                    relay.metrics.clock_rtt.labels(link.node_id).set(link.clock.rtt_ns / 1e9)
+            elif isinstance(msg, TimeRequest):
+                await conn.send(TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns()))
+            else:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "hello may be sent only once")
+    except ProtocolError as exc:
+        relay.metrics.rejected.labels(exc.code.value).inc()
+        log.warning("node %s: %s", link.node_id if link else "?", exc)
+        await conn.fail(exc)
+    except WebSocketDisconnect:
+        pass
+    except Exception:  # a fault here must cost this connection only, never the relay
+        log.exception("node %s: internal error", link.node_id if link else "?")
+        relay.metrics.rejected.labels(ErrorCode.INTERNAL.value).inc()
+        await conn.fail(ProtocolError(ErrorCode.INTERNAL, "internal error; reconnect and resend"))
+    finally:
+        if clock_task:
+            clock_task.cancel()
+        if link is not None and link.connection is conn:
+            link.connection = None
+        relay.metrics.nodes.dec()
+
+
+def _authenticate_hello(relay: Relay, hello: Hello) -> str | None:
+    trust = relay.config.trust
+    if trust is None:
+        return None
+    auth = hello.auth
+    if auth.scheme != "ed25519":
+        raise ProtocolError(ErrorCode.AUTH_FAILED, "this relay requires ed25519-signed hellos")
+    trust.verify_hello(hello.nation, hello.node_id, hello.sent_ns, auth.key_id, auth.nonce, auth.signature)
+    relay.replay_guard(hello.node_id).check(b"hello\0" + auth.nonce, hello.sent_ns, time.time_ns(), "hello")
+    return auth.key_id
+
+
+def _open_batch(relay: Relay, link: NodeLink, msg: ReportBatch | SignedBatch, data: bytes, received_ns: int) -> tuple[ReportBatch, bytes]:
+    """The batch inside a frame and the bytes to journal; checks signature and replay."""
+    trust = relay.config.trust
+    if isinstance(msg, ReportBatch):
+        if trust is not None:
+            raise ProtocolError(ErrorCode.AUTH_FAILED, "this relay accepts only signed_batch frames")
+        return msg, data
+    if trust is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "this relay has no trust store; send report_batch frames")
+    if msg.key_id != link.key_id:
+        raise ProtocolError(ErrorCode.AUTH_FAILED, f"batch signed with key {msg.key_id}, hello used {link.key_id}")
+    trust.verify_batch(link.nation, msg.key_id, link.node_id, msg.payload, msg.signature)
+    inner = decode_node_message(msg.payload)
+    if not isinstance(inner, ReportBatch):
+        raise ProtocolError(ErrorCode.SCHEMA_INVALID, "signed_batch payload must be a report_batch")
+    relay.replay_guard(link.node_id).check(
+        b"batch\0" + msg.signature, link.clock.to_local(inner.sent_ns), received_ns, "batch"
+    )
+    return inner, msg.payload
+
+
+def _decode_node(data: bytes | str) -> Any:
+    if isinstance(data, str):
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "node frames must be binary msgpack, not text")
+    return decode_node_message(data)
+
+
+# ------------------------------------------------------------------ subscriber sessions
+
+
+async def _subscriber_session(
+    relay: Relay, ws: WebSocket, conn: _Conn, fmt: str, since: int | None, token: str | None
+) -> None:
+    try:
+        if fmt not in ("msgpack", "json"):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"format must be msgpack or json, not {fmt!r}")
+        if since is not None and since < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "since must be >= 0")
+        consumer = _authenticate_subscriber(relay, ws, token)
+    except ProtocolError as exc:
+        relay.metrics.rejected.labels(exc.code.value).inc()
+        await conn.fail(exc)
+        return
+    await conn.send(Welcome(relay_time_ns=time.time_ns(), last_alert_id=relay.hub.last_alert_id))
+    backlog = relay.hub.snapshot() if since is None else relay.hub.since(since)
+    if backlog is None:
+        await conn.fail(ProtocolError(ErrorCode.BAD_REQUEST, f"since={since} is older than the alerts this relay still holds"))
+        return
+    sub = Subscriber(
+        name=consumer.name if consumer else (f"{ws.client.host}:{ws.client.port}" if ws.client else "?"),
+        fmt=fmt,
+        nation=consumer.nation if consumer else None,
+        send=conn.send_raw,
+        max_pending=relay.config.subscriber_max_pending,
+        max_frame_alerts=relay.config.subscriber_max_frame_alerts,
+        clock=time.time_ns,
+    )
+    relay.hub.attach(sub, backlog)
+    relay.metrics.subscribers.inc()
+    writer = asyncio.create_task(sub.run_writer())
+    reader = asyncio.create_task(_subscriber_reader(relay, ws, conn))
+    try:
+        done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if writer in done and sub.overflowed:
+            relay.metrics.slow_closed.inc()
+            log.warning("subscriber %s closed: too slow (%d pending)", sub.name, len(sub.queue))
+            resume = sub.queue[0].alert_id - 1 if sub.queue else relay.hub.last_alert_id
+            await conn.fail(
+                ProtocolError(
+                    ErrorCode.SLOW_CONSUMER,
+                    f"more than {sub.max_pending} critical alerts pending; resume with since={resume}",
+                ),
+                timeout_s=relay.config.subscriber_close_timeout_s,
+            )
+        elif reader in done and not reader.cancelled() and (exc := reader.exception()) is not None:
+            if isinstance(exc, ProtocolError):
+                relay.metrics.rejected.labels(exc.code.value).inc()
+                await conn.fail(exc)
+    finally:
+        relay.hub.detach(sub)
+        relay.metrics.conflated.inc(sub.conflated_total)
+        relay.metrics.subscribers.dec()
+        for task in (writer, reader):
+            task.cancel()
+        await asyncio.gather(writer, reader, return_exceptions=True)
+        if ws.client_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), relay.config.subscriber_close_timeout_s)
+
+
+def _authenticate_subscriber(relay: Relay, ws: WebSocket, token: str | None) -> Consumer | None:
+    trust = relay.config.trust
+    if trust is None:
+        return None
+    header = ws.headers.get("authorization", "")
+    if not token and header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    return trust.consumer_for(token)
+
+
+async def _subscriber_reader(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     """Answer a subscriber's clock requests; return when it goes away."""
+    limit = TokenBucket(relay.config.subscriber_frames_per_s, relay.config.subscriber_frames_burst, time.time_ns())
     while True:
         try:
             data = await _receive(ws)
@@ -395,11 +597,10 @@ async def _subscriber_reader(ws: WebSocket, conn: _Conn) -> None:
             return
         if len(data) > MAX_SUBSCRIBER_FRAME_BYTES:
             raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"subscriber frames are limited to {MAX_SUBSCRIBER_FRAME_BYTES} bytes")
+        if not limit.take(received_ns):
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {relay.config.subscriber_frames_per_s:.0f} frames/s")
         msg = decode_subscriber_message(data)
         await conn.send(TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns()))
 
 
-def _decode_node(data: bytes | str) -> Any:
-    if isinstance(data, str):
-        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "node frames must be binary msgpack, not text")
-    return decode_node_message(data)
+__all__ = ["RelayConfig", "Relay", "create_app"]

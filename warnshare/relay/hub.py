@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from warnshare.protocol import Alert, AlertKind
+from warnshare.protocol import Alert, AlertKind, Nation
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,16 @@ _K_CONFLATED = _PACKER.pack("conflated")
 class EncodedAlert:
     """An alert with its msgpack bytes made once; JSON made once, on first demand."""
 
-    __slots__ = ("alert", "alert_id", "event_id", "kind", "critical", "msgpack", "_json")
+    __slots__ = ("alert", "alert_id", "event_id", "kind", "critical", "releasable", "msgpack", "_json")
 
-    def __init__(self, alert: Alert) -> None:
+    def __init__(self, alert: Alert, msgpack_bytes: bytes | None = None) -> None:
         self.alert = alert
         self.alert_id = alert.alert_id
         self.event_id = alert.event_id
         self.kind = alert.kind
         self.critical = alert.kind != AlertKind.TRACK_UPDATE
-        self.msgpack: bytes = _PACKER.pack(alert.model_dump(mode="python"))
+        self.releasable = frozenset(alert.releasable_to)
+        self.msgpack: bytes = msgpack_bytes or _PACKER.pack(alert.model_dump(mode="python"))
         self._json: str | None = None
 
     @property
@@ -82,6 +83,8 @@ class Subscriber:
 
     name: str
     fmt: str  # "msgpack" or "json"
+    #: Only alerts releasable to this nation are offered (None: an open relay, everything).
+    nation: Nation | None
     send: Sender
     max_pending: int
     max_frame_alerts: int
@@ -98,6 +101,9 @@ class Subscriber:
     def offer(self, items: Iterable[EncodedAlert]) -> None:
         if self.closed:
             return
+        if self.nation is not None:
+            nation = self.nation
+            items = [a for a in items if nation in a.releasable]
         self.queue.extend(items)
         if len(self.queue) > self.max_pending:
             self._conflate()
@@ -143,8 +149,10 @@ class Subscriber:
 class Hub:
     """All subscribers, the recent-alert ring for ``since=`` and the last-value cache per event."""
 
-    def __init__(self, *, ring_size: int = 200_000, max_events_cached: int = 1000) -> None:
+    def __init__(self, *, ring_size: int = 200_000, max_events_cached: int = 1000, older=None) -> None:
         self.max_events_cached = max_events_cached
+        #: ``older(after_alert_id) -> list[EncodedAlert]``: alerts the ring no longer holds.
+        self.older = older
         self.subscribers: set[Subscriber] = set()
         self.ring: deque[EncodedAlert] = deque(maxlen=ring_size)
         # event_id -> kind -> newest alert of that kind (the current picture for late joiners)
@@ -152,9 +160,14 @@ class Hub:
         self.last_alert_id = 0
 
     def publish(self, alerts: list[Alert]) -> list[EncodedAlert]:
-        if not alerts:
-            return []
         encoded = [EncodedAlert(a) for a in alerts]
+        self.fan_out(encoded)
+        return encoded
+
+    def fan_out(self, encoded: list[EncodedAlert]) -> None:
+        """Remember already-encoded alerts and queue them for every subscriber."""
+        if not encoded:
+            return
         for e in encoded:
             self.ring.append(e)
             self.last_value.setdefault(e.event_id, {})[e.kind] = e
@@ -163,7 +176,6 @@ class Hub:
             self.last_value.popitem(last=False)
         for sub in self.subscribers:
             sub.offer(encoded)
-        return encoded
 
     def snapshot(self) -> list[EncodedAlert]:
         """The current picture: per event, the newest alert of each kind, in alert-id order."""
@@ -176,7 +188,9 @@ class Hub:
         if alert_id >= self.last_alert_id:
             return []
         if not self.ring or self.ring[0].alert_id > alert_id + 1:
-            return None
+            if self.older is None:
+                return None
+            return self.older(alert_id)
         return [a for a in self.ring if a.alert_id > alert_id]
 
     def attach(self, sub: Subscriber, backlog: list[EncodedAlert]) -> None:

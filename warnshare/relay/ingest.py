@@ -30,6 +30,8 @@ class NodeLink:
     last_seq: int = 0
     clock: ClockOffsetEstimator = field(default_factory=ClockOffsetEstimator)
     connection: object | None = None
+    #: The key the node authenticated with (None on a relay without a trust store).
+    key_id: str | None = None
     accepted: int = 0
     duplicates: int = 0
 
@@ -56,6 +58,11 @@ class NodeRegistry:
             )
         return link
 
+    def restore(self, node_id: str, nation: str) -> NodeLink:
+        """A link rebuilt from the journal at start-up."""
+        link = self.links[node_id] = NodeLink(node_id, Nation(nation))
+        return link
+
 
 @dataclass(frozen=True, slots=True)
 class AcceptedBatch:
@@ -65,8 +72,9 @@ class AcceptedBatch:
     acked_seq: int
 
 
-def accept_batch(link: NodeLink, batch: ReportBatch) -> AcceptedBatch:
-    """New reports of ``batch`` for ``link``; raises ProtocolError and accepts nothing on a
+def accept_batch(link: NodeLink, batch: ReportBatch, offset_ns: int) -> AcceptedBatch:
+    """New reports of ``batch`` for ``link``, with node times moved to the relay's clock by
+    ``offset_ns`` (node clock minus relay clock); raises ProtocolError and accepts nothing on a
     report of another nation, a sequence out of order or a gap after the last accepted seq."""
     expected = link.last_seq + 1
     new: list[TrackReport] = []
@@ -95,7 +103,7 @@ def accept_batch(link: NodeLink, batch: ReportBatch) -> AcceptedBatch:
             )
         new.append(report)
         expected += 1
-    offset = link.clock.offset_ns
+    offset = offset_ns
     if offset:
         new = [
             r.model_copy(

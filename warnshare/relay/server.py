@@ -16,20 +16,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--time-scale",
         type=float,
         default=env_float("TIME_SCALE", 1.0),
-        help="divide the fusion time-outs (track lost, impact) by this factor, for scenarios "
-        "replayed faster than real time (WARNSHARE_TIME_SCALE)",
+        help="divide the fusion's wall-clock time-outs (track lost, final assessment) by this, "
+        "for scenarios replayed faster than real time (WARNSHARE_TIME_SCALE)",
     )
+    parser.add_argument(
+        "--journal",
+        default=env_str("JOURNAL", "warnshare-relay.sqlite3"),
+        help="SQLite journal; a restarted relay replays it (WARNSHARE_JOURNAL; '' or 'none' to run without)",
+    )
+    parser.add_argument(
+        "--trust-store",
+        default=env_str("TRUST_STORE", ""),
+        help="trust.json from `warnshare keys init`: nodes must sign, subscribers need a token (WARNSHARE_TRUST_STORE)",
+    )
+    parser.add_argument("--tls-cert", default=env_str("TLS_CERT", ""), help="PEM certificate: serve wss:// and https://")
+    parser.add_argument("--tls-key", default=env_str("TLS_KEY", ""), help="PEM private key of --tls-cert")
     parser.add_argument("--log-level", default=env_str("LOG_LEVEL", "info"), help="WARNSHARE_LOG_LEVEL")
-
-
-def serve(host: str, port: int, config=None, log_level: str = "info") -> None:
-    """Run the relay until interrupted."""
-    import uvicorn
-
-    from warnshare.relay.app import RelayConfig, create_app
-
-    app = create_app(config or RelayConfig())
-    uvicorn.run(app, **uvicorn_options(host, port, log_level))
 
 
 def uvicorn_options(host: str, port: int, log_level: str = "info") -> dict:
@@ -57,10 +59,23 @@ def uvicorn_options(host: str, port: int, log_level: str = "info") -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from warnshare.relay.app import RelayConfig
+    import uvicorn
+
+    from warnshare.auth import TrustStore
+    from warnshare.relay.app import RelayConfig, create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = RelayConfig()
-    config.fusion = config.fusion.scaled(args.time_scale) if hasattr(config.fusion, "scaled") else config.fusion
-    serve(args.host, args.port, config, args.log_level)
+    if args.time_scale <= 0:
+        raise SystemExit("warnshare relay: --time-scale must be > 0")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("warnshare relay: --tls-cert and --tls-key go together")
+    journal = None if args.journal.lower() in ("", "none") else args.journal
+    config = RelayConfig(
+        journal_path=journal,
+        trust=TrustStore.load(args.trust_store) if args.trust_store else None,
+    ).scaled(args.time_scale)
+    options = uvicorn_options(args.host, args.port, args.log_level)
+    if args.tls_cert:
+        options.update(ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+    uvicorn.run(create_app(config), **options)
     return 0

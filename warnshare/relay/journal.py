@@ -1,0 +1,135 @@
+"""The relay's journal: every input the engine saw, and every alert it issued, in SQLite (WAL).
+
+An input row is either a batch (the exact payload bytes a node sent, which seqs of it were new,
+the clock offset used and the relay's stamps) or a tick (its ``now_ns``). A batch is committed
+before it is acknowledged and before its alerts reach any subscriber, so a ``kill -9`` loses
+nothing that anyone was told about: the node re-sends what was not acknowledged, and replaying
+the inputs through a fresh engine rebuilds the same state and the same alerts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inputs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('batch', 'tick')),
+    node_id TEXT,
+    nation TEXT,
+    payload BLOB,
+    first_seq INTEGER,
+    last_seq INTEGER,
+    clock_offset_ns INTEGER,
+    clock_rtt_ns INTEGER,
+    received_ns INTEGER,
+    fused_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id INTEGER PRIMARY KEY,
+    event_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    kind: str
+    node_id: str | None
+    nation: str | None
+    payload: bytes | None
+    first_seq: int | None
+    last_seq: int | None
+    clock_offset_ns: int
+    clock_rtt_ns: int
+    received_ns: int
+    fused_ns: int
+
+
+class Journal:
+    """Append-only input and alert log. One writer (the relay's event loop)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit survives the process being killed (the WAL is in the OS's hands);
+        # only a power cut between checkpoints could lose the newest commits.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def record_batch(
+        self,
+        *,
+        node_id: str,
+        nation: str,
+        payload: bytes,
+        first_seq: int,
+        last_seq: int,
+        clock_offset_ns: int,
+        clock_rtt_ns: int,
+        received_ns: int,
+        fused_ns: int,
+        alerts: list,
+    ) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO inputs (kind, node_id, nation, payload, first_seq, last_seq, clock_offset_ns,"
+                " clock_rtt_ns, received_ns, fused_ns) VALUES ('batch', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (node_id, nation, payload, first_seq, last_seq, clock_offset_ns, clock_rtt_ns, received_ns, fused_ns),
+            )
+            self._insert_alerts(alerts)
+
+    def record_tick(self, now_ns: int, fused_ns: int, alerts: list) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO inputs (kind, received_ns, fused_ns, clock_offset_ns, clock_rtt_ns) VALUES ('tick', ?, ?, 0, 0)",
+                (now_ns, fused_ns),
+            )
+            self._insert_alerts(alerts)
+
+    def _insert_alerts(self, alerts: list) -> None:
+        if alerts:
+            self.db.executemany(
+                "INSERT INTO alerts (alert_id, event_id, kind, body) VALUES (?, ?, ?, ?)",
+                [(a.alert_id, a.event_id, a.kind.value, a.msgpack) for a in alerts],
+            )
+
+    def _transaction(self):
+        db = self.db
+
+        class _Tx:
+            def __enter__(self) -> None:
+                db.execute("BEGIN")
+
+            def __exit__(self, exc_type, exc, tb) -> None:
+                db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+        return _Tx()
+
+    def inputs(self) -> Iterator[InputRecord]:
+        cur = self.db.execute(
+            "SELECT kind, node_id, nation, payload, first_seq, last_seq, clock_offset_ns, clock_rtt_ns,"
+            " received_ns, fused_ns FROM inputs ORDER BY id"
+        )
+        for row in cur:
+            yield InputRecord(*row)
+
+    def alert_bodies(self, after_alert_id: int = 0, limit: int | None = None) -> list[tuple[int, bytes]]:
+        sql = "SELECT alert_id, body FROM alerts WHERE alert_id > ? ORDER BY alert_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return list(self.db.execute(sql, (after_alert_id,)))
+
+    def counts(self) -> dict[str, int]:
+        inputs = self.db.execute("SELECT count(*) FROM inputs").fetchone()[0]
+        alerts = self.db.execute("SELECT count(*) FROM alerts").fetchone()[0]
+        return {"inputs": inputs, "alerts": alerts}
+
+    def close(self) -> None:
+        self.db.close()
