@@ -102,10 +102,11 @@ class Topology:
     also when the body raises. Names carry a random token, so parallel runs do not collide.
     """
 
-    def __init__(self, links: dict[str, LinkSpec], *, mode: str = "auto", seed: int = 0) -> None:
+    def __init__(self, links: dict[str, LinkSpec], log_dir: Path, *, mode: str = "auto", seed: int = 0) -> None:
         if mode not in ("auto", "netem", "wire"):
             raise ValueError(f"mode must be auto, netem or wire, not {mode!r}")
         self.links = links
+        self.log_dir = log_dir
         self.requested_mode = mode
         self.mode = mode
         self.seed = seed
@@ -175,7 +176,7 @@ class Topology:
         _run(["ip", "-n", ns, "link", "set", dev, "up"])
 
     def _start_wire(self, nation: str, ns: str, host_dev: str, spec: LinkSpec, relay_dev: str, seed: int) -> None:
-        log_path = Path(f"/tmp/{self.relay_ns}-wire-{nation.lower()}.log")
+        log_path = self.log_dir / f"wire-{nation.lower()}.log"
         self.wire_logs[nation] = log_path
         argv = [sys.executable, str(Path(__file__).resolve()), "wire",
                 "--netns-a", ns, "--dev-a", host_dev, "--netns-b", self.relay_ns, "--dev-b", relay_dev,

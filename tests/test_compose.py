@@ -1,0 +1,217 @@
+"""The docker compose demo, brought up for real: build, start, subscribe from the host, tear down.
+
+A private Docker engine comes from ``../shared/tools/docker-sandbox`` beside the repository (it
+installs what it needs with apt-get and builds a local base image, since no registry is
+reachable). The test builds the image with ``docker compose build``, starts the relay, connects
+to the relay's port published on 127.0.0.1 with a WebSocket client, starts the three national
+nodes and the alert logger, and checks what arrives: one event per missile, fused from all three
+nations, every alert carrying ordered per-hop timestamps. ``down -v`` and the sandbox's stop run
+in finalisers, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shlex
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+
+from warnshare.protocol import NATIONS, AlertBatch, AlertKind, decode_relay_to_subscriber
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+SANDBOX = REPO.parent / "shared" / "tools" / "docker-sandbox"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+NODE_SERVICES = ("usa", "jpn", "kor")
+
+#: Several missiles, so that "one event per missile" is a real check; played fast.
+SCENARIO = "srbm-salvo-2022-06-05"
+SPEED = 100.0
+
+
+def _run(argv: list[str], env: dict[str, str], timeout_s: float, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{shlex.join(argv)} exited with {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def _parse_exports(text: str) -> dict[str, str]:
+    """The sandbox prints `export NAME=VALUE` lines, values shell-quoted."""
+    env = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            name, value = words[1].split("=", 1)
+            env[name] = value
+    return env
+
+
+@pytest.fixture(scope="module")
+def docker_env() -> Iterator[dict[str, str]]:
+    """Environment for `docker` commands talking to a freshly started private engine."""
+    if not SANDBOX.is_file():
+        pytest.skip(f"no Docker sandbox script at {SANDBOX} (it sits beside the repository in CI)")
+    if os.geteuid() != 0:
+        pytest.skip("the Docker sandbox runs a private dockerd and needs root")
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([str(SANDBOX), "start"], capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            pytest.fail(f"docker-sandbox start failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        env = {**os.environ, **_parse_exports(proc.stdout)}
+        missing = {"DOCKER_HOST", "DOCKER_CONFIG", "PYTHON_IMAGE"} - env.keys()
+        assert not missing, f"docker-sandbox start printed no {sorted(missing)}: {proc.stdout!r}"
+        print(f"docker sandbox started in {time.monotonic() - t0:.1f} s")
+        yield env
+    finally:
+        stop = subprocess.run([str(SANDBOX), "stop"], capture_output=True, text=True, timeout=300)
+        if stop.returncode != 0:
+            print(f"docker-sandbox stop failed ({stop.returncode}):\n{stop.stderr[-4000:]}")
+
+
+@pytest.fixture
+def compose(docker_env: dict[str, str]) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """`docker compose` for a project of this test's own; taken down (with volumes) afterwards."""
+    project = f"warnshare-test-{secrets.token_hex(3)}"
+    cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
+    env = {
+        **docker_env,
+        "WARNSHARE_SCENARIO": SCENARIO,
+        "WARNSHARE_SPEED": f"{SPEED:g}",
+        "WARNSHARE_HOST_PORT": "0",  # a free host port: never collide with a running demo
+    }
+    try:
+        yield cmd, env
+    finally:
+        logs = _run([*cmd, "logs", "--no-color", "--timestamps"], env, 60, check=False)
+        print(f"--- docker compose logs ---\n{logs.stdout[-20000:]}")
+        down = _run([*cmd, "down", "-v", "--remove-orphans", "--timeout", "10"], env, 120, check=False)
+        if down.returncode != 0:
+            print(f"docker compose down failed:\n{down.stderr[-4000:]}")
+
+
+def _service_states(cmd: list[str], env: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """service -> (state, exit code) of every container of the project, running or not."""
+    out = _run([*cmd, "ps", "-a", "--format", "json"], env, 60).stdout.strip()
+    rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
+    return {r["Service"]: (r["State"], int(r.get("ExitCode") or 0)) for r in rows}
+
+
+async def _collect(url: str, cmd: list[str], env: dict[str, str], deadline_s: float) -> list[tuple[dict, int]]:
+    """Alerts (as dicts, with their frame's relay_sent_ns) from the nodes' start until fusion is done."""
+    received: list[tuple[dict, int]] = []
+    async with websockets.connect(url, max_size=64 << 20, open_timeout=10) as ws:
+        # Subscribed before the nodes start, so that nothing is missed.
+        up = await asyncio.create_subprocess_exec(
+            *cmd, "up", "-d", *NODE_SERVICES, "alerts", env=env, cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        up_out, _ = await asyncio.wait_for(up.communicate(), 300)
+        assert up.returncode == 0, f"docker compose up failed:\n{up_out.decode()[-4000:]}"
+        deadline = time.monotonic() + deadline_s
+        nodes_done_at: float | None = None
+        next_poll = 0.0
+        # After the nodes finish, the relay's time-outs (impact, final assessment) still run.
+        grace_s = 10.0 + 300.0 / SPEED
+        while time.monotonic() < deadline:
+            try:
+                frame = await asyncio.wait_for(ws.recv(), 1.0)
+            except TimeoutError:
+                frame = None
+            if frame is not None:
+                msg = decode_relay_to_subscriber(frame)
+                if isinstance(msg, AlertBatch):
+                    received.extend((a.model_dump(mode="json"), msg.relay_sent_ns) for a in msg.alerts)
+            now = time.monotonic()
+            if nodes_done_at is None and now >= next_poll:
+                next_poll = now + 2.0
+                states = _service_states(cmd, env)
+                if all(states.get(s, ("", 0))[0] == "exited" for s in NODE_SERVICES):
+                    nodes_done_at = now
+            if nodes_done_at is not None:
+                events = {a["event_id"] for a, _ in received}
+                final = {a["event_id"] for a, _ in received if a["kind"] == AlertKind.FINAL_ASSESSMENT}
+                if (events and final >= events) or now - nodes_done_at > grace_s:
+                    break
+    return received
+
+
+def _missile_count(name: str) -> int:
+    from sims import load_scenario
+
+    return len(load_scenario(name).missiles)
+
+
+@pytest.mark.timeout(900)
+def test_compose_demo_fuses_alerts_from_all_three_nations(compose: tuple[list[str], dict[str, str]]) -> None:
+    cmd, env = compose
+    t0 = time.monotonic()
+    _run([*cmd, "config", "--quiet"], env, 60)
+    _run([*cmd, "build"], env, 600)
+    t_built = time.monotonic()
+    _run([*cmd, "up", "-d", "--wait", "relay"], env, 180)
+    published = _run([*cmd, "port", "relay", "8000"], env, 60).stdout.strip()
+    host, _, port = published.rpartition(":")
+    assert host == "127.0.0.1", f"the relay must be published on loopback only, not {published!r}"
+
+    received = asyncio.run(_collect(f"ws://127.0.0.1:{port}/v1/alerts", cmd, env, deadline_s=300))
+    t_done = time.monotonic()
+
+    states = _service_states(cmd, env)
+    for service in NODE_SERVICES:
+        assert states[service] == ("exited", 0), f"node {service}: {states.get(service)}"
+    assert states["relay"][0] == "running", f"relay: {states['relay']}"
+    assert received, "no alert reached the host subscriber"
+
+    by_event: dict[int, dict[str, set]] = defaultdict(lambda: {"kinds": set(), "nations": set()})
+    sources: set[str] = set()
+    for alert, _ in received:
+        event = by_event[alert["event_id"]]
+        event["kinds"].add(alert["kind"])
+        event["nations"].update(alert["nations"])
+        sources.add(alert["hops"]["source_nation"])
+
+    # One event per missile, each announced; all three nations feed the fusion.
+    assert len(by_event) == _missile_count(SCENARIO), {e: sorted(v["nations"]) for e, v in by_event.items()}
+    for event_id, event in by_event.items():
+        assert AlertKind.LAUNCH_DETECTED in event["kinds"], f"event {event_id}: {sorted(event['kinds'])}"
+    all_three = {n.value for n in NATIONS}
+    assert any(e["nations"] >= all_three for e in by_event.values()), "no event fused from USA, JPN and KOR"
+    assert sources == all_three, f"alerts were triggered by reports from {sorted(sources)} only"
+
+    # Latency figures: every hop stamped, in order along the path.
+    hops_ms: dict[str, list[float]] = defaultdict(list)
+    for alert, relay_sent_ns in received:
+        h = alert["hops"]
+        stamps = [h["measured_ns"], h["node_sent_ns"], h["relay_received_ns"], h["fused_ns"], relay_sent_ns]
+        assert all(s > 0 for s in stamps), h
+        assert h["measured_ns"] <= h["node_sent_ns"], h  # both on the node's clock
+        # node times are mapped onto the relay's clock by an offset estimate, good to half its RTT
+        assert h["relay_received_ns"] - h["node_sent_ns"] >= -(h["clock_rtt_ns"] // 2 + 1), h
+        assert h["relay_received_ns"] <= h["fused_ns"] <= relay_sent_ns, h
+        hops_ms["node_sent→relay_received"].append((h["relay_received_ns"] - h["node_sent_ns"]) / 1e6)
+        hops_ms["relay_received→fused"].append((h["fused_ns"] - h["relay_received_ns"]) / 1e6)
+        hops_ms["fused→relay_sent"].append((relay_sent_ns - h["fused_ns"]) / 1e6)
+
+    logger = _run([*cmd, "logs", "--no-color", "alerts"], env, 60).stdout
+    assert AlertKind.LAUNCH_DETECTED.value in logger, f"the alert logger printed no fused alert:\n{logger[-3000:]}"
+
+    print(f"{len(received)} alerts, {len(by_event)} events; build {t_built - t0:.1f} s, "
+          f"up to last alert {t_done - t_built:.1f} s")
+    for hop, values in hops_ms.items():
+        print(f"  {hop:28s} median {statistics.median(values):8.3f} ms  max {max(values):8.3f} ms")
