@@ -16,10 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 
+from warnshare.auth import init_keys
 from warnshare.envdefaults import env_float, env_str
 from warnshare.latency import HOPS, percentile
 from warnshare.protocol import NATIONS, AlertKind
@@ -74,9 +77,14 @@ def run(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen] = []
     print(f"warnshare demo: scenario {scenario.name} ({len(scenario.missiles)} missile(s), "
           f"{scenario.duration_s:.0f} s simulated) at {speed:g}x; relay on ws://{base}", flush=True)
+    workdir = tempfile.TemporaryDirectory(prefix="warnshare-demo-")
+    keys = Path(workdir.name) / "keys"
+    init_keys(keys)  # a fresh demo key set: nodes sign, the subscriber presents a token
     try:
         relay = subprocess.Popen(
-            [*py, "relay", "--host", "127.0.0.1", "--port", str(port), "--time-scale", str(speed), "--log-level", "warning"],
+            [*py, "relay", "--host", "127.0.0.1", "--port", str(port), "--time-scale", str(speed),
+             "--journal", str(Path(workdir.name) / "journal.sqlite3"), "--trust-store", str(keys / "trust.json"),
+             "--log-level", "warning"],
             env=env,
         )
         procs.append(relay)
@@ -87,11 +95,13 @@ def run(args: argparse.Namespace) -> int:
         for nation in NATIONS:
             nodes[nation.value] = subprocess.Popen(
                 [*py, "node", "--nation", nation.value, "--relay", f"ws://{base}", "--scenario", args.scenario,
-                 "--speed", str(speed), "--seed", str(args.seed), "--start-at", f"{start_at:.6f}", "--log-level", "warning"],
+                 "--speed", str(speed), "--seed", str(args.seed), "--start-at", f"{start_at:.6f}",
+                 "--keys-dir", str(keys), "--log-level", "warning"],
                 env=env,
             )
             procs.append(nodes[nation.value])
-        received = asyncio.run(_listen(f"ws://{base}", nodes, args, speed))
+        token = (keys / "usa-ops.token").read_text().strip()
+        received = asyncio.run(_listen(f"ws://{base}", token, nodes, args, speed))
         node_status = {n: p.wait() for n, p in nodes.items()}
     finally:
         for p in reversed(procs):
@@ -102,11 +112,12 @@ def run(args: argparse.Namespace) -> int:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        workdir.cleanup()
     return _summarise(received, node_status, scenario)
 
 
-async def _listen(url: str, nodes: dict[str, subprocess.Popen], args: argparse.Namespace, speed: float) -> list[ReceivedAlert]:
-    sub = AlertSubscriber(url)
+async def _listen(url: str, token: str, nodes: dict[str, subprocess.Popen], args: argparse.Namespace, speed: float) -> list[ReceivedAlert]:
+    sub = AlertSubscriber(url, token=token)
     received: list[ReceivedAlert] = []
     nodes_done_at: float | None = None
     # after the nodes finish, wait for the relay's time-outs (impact, final assessment)
