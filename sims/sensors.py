@@ -194,8 +194,9 @@ def measure(sensor: Sensor, truth: dict[str, Trajectory], t0_ns: int, t1_ns: int
     raise ValueError(f"unknown sensor kind {sensor.kind!r}")
 
 
-def radar_to_ecef(ms: MeasurementSet) -> tuple[np.ndarray, np.ndarray]:
-    """Converted radar reports: ECEF positions (N, 3) and their covariances (N, 3, 3)."""
+def radar_to_ecef(ms: MeasurementSet, bias_sigma: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Converted radar reports: ECEF positions (N, 3) and their covariances (N, 3, 3), the
+    latter widened by a registration-bias sigma (range m, az deg, el deg) when given."""
     from warnshare.geo import enu_rotation, geodetic_to_ecef
 
     r, az, el = ms.values[:, 0], np.radians(ms.values[:, 1]), np.radians(ms.values[:, 2])
@@ -209,6 +210,8 @@ def radar_to_ecef(ms: MeasurementSet) -> tuple[np.ndarray, np.ndarray]:
     j[:, 1, 0], j[:, 1, 1], j[:, 1, 2] = ce * ca, -r * ce * sa, -r * se * ca
     j[:, 2, 0], j[:, 2, 1], j[:, 2, 2] = se, 0.0, r * ce
     sig = ms.sigma.copy()
+    if bias_sigma is not None:
+        sig = np.sqrt(sig**2 + np.asarray(bias_sigma) ** 2)
     sig[:, 1:] = np.radians(sig[:, 1:])
     cov_rae = np.zeros((len(r), 3, 3))
     cov_rae[:, [0, 1, 2], [0, 1, 2]] = sig**2

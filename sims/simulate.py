@@ -42,8 +42,10 @@ def simulate(
     for nation in wanted:
         if progress:
             progress(f"{nation}: sensors and national tracker")
-        sets = [measure(s, truth, t0, t1, seed) for s in sensors_of(nation, scenario.unavailable_sensors)]
+        own = sensors_of(nation, scenario.unavailable_sensors)
+        sets = [measure(s, truth, t0, t1, seed) for s in own]
         measurements.update({m.sensor_id: m for m in sets})
         params = nation_params(nation)
-        tracks[nation] = run_tracker(nation, sets, params["latency_s"], params["confirm_hits"])
+        bias = {s.id: (s.bias_range_m, s.bias_az_deg, s.bias_el_deg) for s in own if s.kind == "radar"}
+        tracks[nation] = run_tracker(nation, sets, params["latency_s"], params["confirm_hits"], bias)
     return SimResult(scenario=scenario, seed=seed, truth=truth, measurements=measurements, national_tracks=tracks)

@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from warnshare.geo import ecef_acceleration, ecef_to_geodetic
+from warnshare.geo import WGS84_A, WGS84_GM, WGS84_J2, WGS84_OMEGA, ecef_to_geodetic
 
 from .model import MeasurementSet, NationalTrackUpdate
 from .sensors import ir_to_ecef, radar_to_ecef
 
 NS = 1_000_000_000
 GATE_CHI2 = 16.27  # 3 degrees of freedom, 99.9 %
-SIGMA_A_BOOST = 50.0  # m/s^2: unknown thrust
+SIGMA_A_BOOST = 80.0  # m/s^2: unknown thrust (solid SRBMs reach ~20 g at burnout)
 SIGMA_A_BALLISTIC = 4.0  # m/s^2: drag, glide lift, model error
-SIGMA_A_MANOEUVRE = 150.0  # m/s^2: re-entry deceleration or a sharp turn the gate missed
+SIGMA_A_MANOEUVRE = 300.0  # m/s^2: re-entry deceleration or a thrust the gate missed
 SIGMA_V_INIT = 3000.0  # m/s: a one-point track knows nothing of its velocity
-BOOST_ACCEL = 8.0  # m/s^2 of filter correction that marks a boosting track
+BOOST_ACCEL = 8.0  # m/s^2 of non-gravitational acceleration along the velocity: thrust
+BOOST_WINDOW_S = 8.0  # velocity history over which that acceleration is measured
+MERGE_CHI2 = 25.0  # two tracks this close in position (and velocity) are one target
 TENTATIVE_TIMEOUT_S = 6.0
 COAST_TIMEOUT_S = 20.0
 EMIT_INTERVAL_S = 0.95
@@ -44,9 +46,29 @@ class _Track:
     last_emit_ns: int = -(10**19)
     labels: Counter = field(default_factory=Counter)
     sensor_seen: dict = field(default_factory=dict)
-    accel_ema: float = 0.0
-    boosting: bool = True
+    boosting: bool = False
+    phase_known: bool = False
+    burnt_out: bool = False
+    terminal: bool = False
+    quiet: int = 0
     ir_until_ns: int = 0
+    history: list = field(default_factory=list)  # (t_ns, velocity) after each update
+
+
+def _accel(r: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """geo.ecef_acceleration for one state, in floats: numpy's call overhead dominates here."""
+    x, y, z = float(r[0]), float(r[1]), float(r[2])
+    r2 = x * x + y * y + z * z
+    rn = math.sqrt(r2)
+    k = -WGS84_GM / (r2 * rn)
+    f = 1.5 * WGS84_J2 * WGS84_A * WGS84_A / r2
+    zr2 = 5.0 * z * z / r2
+    w = WGS84_OMEGA
+    return np.array([
+        k * x * (1.0 + f * (1.0 - zr2)) + 2.0 * w * float(v[1]) + w * w * x,
+        k * y * (1.0 + f * (1.0 - zr2)) - 2.0 * w * float(v[0]) + w * w * y,
+        k * z * (1.0 + f * (3.0 - zr2)),
+    ])
 
 
 def _predict(x: np.ndarray, p: np.ndarray, dt: float, sigma_a: float) -> tuple[np.ndarray, np.ndarray]:
@@ -57,9 +79,9 @@ def _predict(x: np.ndarray, p: np.ndarray, dt: float, sigma_a: float) -> tuple[n
     h = dt / n
     r, v = x[:3].copy(), x[3:].copy()
     for _ in range(n):
-        a = ecef_acceleration(r, v)
+        a = _accel(r, v)
         r = r + v * h + 0.5 * a * h * h
-        v = v + ecef_acceleration(r, v) * 0.5 * h + a * 0.5 * h
+        v = v + _accel(r, v) * 0.5 * h + a * 0.5 * h
     f = np.eye(6)
     f[:3, 3:] = np.eye(3) * dt
     q = sigma_a**2
@@ -92,23 +114,116 @@ def track_quality(p: np.ndarray) -> int:
     return int(min(15, max(0, math.floor(15 - math.log2(max(sigma, 10.0) / 10.0)))))
 
 
+def _update_boost(tr: _Track) -> None:
+    """Boosting while the space layer sees a plume, or while the velocity history shows a
+    non-gravitational acceleration along the velocity (thrust; drag and lift are not along it).
+    Only settled velocity estimates count, since a young track's converging velocity looks like
+    thrust; until there are enough the phase is UNKNOWN. Burn-out latches: a missile boosts
+    once, so nothing later reads as thrust."""
+    r, v = tr.x[:3], tr.x[3:]
+    speed = float(np.linalg.norm(v))
+    plume = tr.t_ns < tr.ir_until_ns
+    sigma_v = math.sqrt(max(float(np.trace(tr.p[3:, 3:])) / 3.0, 0.0))
+    if sigma_v < 150.0:
+        tr.history.append((tr.t_ns, v.copy()))
+    while tr.history and tr.t_ns - tr.history[0][0] > BOOST_WINDOW_S * NS:
+        tr.history.pop(0)
+    span = (tr.history[-1][0] - tr.history[0][0]) / NS if tr.history else 0.0
+    thrusting = None
+    if span >= 0.75 * BOOST_WINDOW_S and len(tr.history) >= 4:
+        # least-squares slope of the velocity history: steadier than its two ends
+        ts = np.array([(h[0] - tr.history[0][0]) / NS for h in tr.history])
+        vs = np.array([h[1] for h in tr.history])
+        tc = ts - ts.mean()
+        slope = (tc @ (vs - vs.mean(axis=0))) / float(tc @ tc)
+        a = slope - _accel(r, v)
+        thrusting = float(a @ v) / max(speed, 1.0) > BOOST_ACCEL and float(r @ v) > 0.0
+    if tr.burnt_out:
+        tr.boosting = False
+    elif plume or thrusting:
+        tr.boosting = True
+        tr.phase_known = True
+    elif thrusting is False:
+        tr.quiet += 1
+        tr.phase_known = True
+        if tr.quiet >= 3 or not tr.boosting:
+            # three quiet looks in a row before declaring burn-out
+            tr.boosting = False
+            tr.burnt_out = True
+    if thrusting:
+        tr.quiet = 0
+
+
+def _merge(tracks: list[_Track], updated: set[int], t: int, emit, latency_ns: int) -> None:
+    """Drop the younger of two tracks that follow one target (two sensors, one missile)."""
+    if len(tracks) < 2:
+        return
+    drop: set[int] = set()
+    for a in range(len(tracks)):
+        ta = tracks[a]
+        if a in drop or t - ta.t_ns > 2 * NS:
+            continue
+        for b in range(a + 1, len(tracks)):
+            tb = tracks[b]
+            if b in drop or t - tb.t_ns > 2 * NS or (a not in updated and b not in updated):
+                continue
+            if float(np.sum((ta.x[:3] - tb.x[:3]) ** 2)) > 2.5e8:  # > ~16 km apart: not one target
+                continue
+            t_ref = max(ta.t_ns, tb.t_ns)
+            xa, pa = _predict(ta.x, ta.p, (t_ref - ta.t_ns) / NS, SIGMA_A_BOOST)
+            xb, pb = _predict(tb.x, tb.p, (t_ref - tb.t_ns) / NS, SIGMA_A_BOOST)
+            d = xa[:3] - xb[:3]
+            if float(d @ np.linalg.solve(pa[:3, :3] + pb[:3, :3], d)) > MERGE_CHI2:
+                continue
+            dv = xa[3:] - xb[3:]
+            if float(dv @ np.linalg.solve(pa[3:, 3:] + pb[3:, 3:], dv)) > MERGE_CHI2:
+                continue
+            # keep the confirmed, then the longer-lived track
+            keep_a = (ta.confirmed, -ta.first_ns, -ta.number) >= (tb.confirmed, -tb.first_ns, -tb.number)
+            loser = tb if keep_a else ta
+            if loser.last_emit_ns >= 0:
+                emit(loser, True, t + latency_ns)
+            drop.add(b if keep_a else a)
+            if not keep_a:
+                break
+    if drop:
+        tracks[:] = [tr for k, tr in enumerate(tracks) if k not in drop]
+
+
 def _phase(tr: _Track) -> str:
     if tr.boosting:
         return "BOOST"
+    if not tr.phase_known:
+        return "UNKNOWN"
+    if tr.terminal:
+        return "TERMINAL"
     _, _, alt = ecef_to_geodetic(tr.x[:3])
     vr = float(tr.x[:3] @ tr.x[3:]) / float(np.linalg.norm(tr.x[:3]))
-    if vr < 0 and float(alt) < 100e3:
+    if vr < 0 and float(alt) < 100e3 and tr.burnt_out:
+        tr.terminal = True  # latched: a glide that levels off is still the end game
         return "TERMINAL"
     return "MIDCOURSE"
 
 
-def run_tracker(nation: str, measurements: list[MeasurementSet], latency_s: float, confirm_hits: int) -> list[NationalTrackUpdate]:
-    """National track updates from one nation's measurement sets, sorted by availability."""
+def run_tracker(
+    nation: str,
+    measurements: list[MeasurementSet],
+    latency_s: float,
+    confirm_hits: int,
+    bias_sigma: dict[str, tuple[float, float, float]] | None = None,
+) -> list[NationalTrackUpdate]:
+    """National track updates from one nation's measurement sets, sorted by availability.
+
+    ``bias_sigma`` (range m, azimuth deg, elevation deg per radar) widens each report's
+    covariance by the registration bias the nation knows its radars may carry, so two radars
+    of one target stay inside one track's gate.
+    """
+    bias_sigma = bias_sigma or {}
     rows_t, rows_z, rows_r, rows_sid, rows_ir, rows_lab = [], [], [], [], [], []
     for ms in measurements:
         if len(ms) == 0:
             continue
-        z, r = (radar_to_ecef(ms) if ms.kind == "radar" else ir_to_ecef(ms))
+        z, r = (radar_to_ecef(ms, bias_sigma.get(ms.sensor_id)) if ms.kind == "radar" else ir_to_ecef(ms))
         rows_t.append(ms.times_ns)
         rows_z.append(z)
         rows_r.append(r)
@@ -167,7 +282,7 @@ def run_tracker(nation: str, measurements: list[MeasurementSet], latency_s: floa
         preds = {}
         for k, tr in enumerate(tracks):
             dt = (t - tr.t_ns) / NS
-            sig = SIGMA_A_BOOST if (tr.boosting or tr.hits < 4) else SIGMA_A_BALLISTIC
+            sig = SIGMA_A_BOOST if (tr.boosting or not tr.phase_known) else SIGMA_A_BALLISTIC
             xp, pp = _predict(tr.x, tr.p, dt, sig)
             xh = ph = None
             for m in scan:
@@ -194,20 +309,18 @@ def run_tracker(nation: str, measurements: list[MeasurementSet], latency_s: floa
                 xp, pp = xh, ph
             dt = (t - tr.t_ns) / NS
             x_new, p_new = _update(xp, pp, z_all[m], r_all[m])
-            if 0.2 <= dt <= 5.0 and tr.hits >= 3:
-                corr = float(np.linalg.norm(x_new[3:] - xp[3:])) / dt
-                tr.accel_ema = 0.7 * tr.accel_ema + 0.3 * corr
             tr.x, tr.p, tr.t_ns = x_new, p_new, t
             tr.hits += 1
             tr.labels[rows_lab[m]] += 1
             tr.sensor_seen[str(sid_all[m])] = t
             if ir_all[m]:
                 tr.ir_until_ns = t + 5 * NS
-            if tr.hits >= 6:
-                tr.boosting = t < tr.ir_until_ns or tr.accel_ema > BOOST_ACCEL
+            _update_boost(tr)
             if not tr.confirmed and tr.hits >= confirm_hits:
                 tr.confirmed = True
-            if tr.confirmed and t - tr.last_emit_ns >= EMIT_INTERVAL_S * NS:
+        _merge(tracks, used_t, t, emit, latency_ns)
+        for tr in tracks:
+            if tr.t_ns == t and tr.confirmed and t - tr.last_emit_ns >= EMIT_INTERVAL_S * NS:
                 emit(tr, False, t + latency_ns)
         for m in scan:
             if m in used_m:
