@@ -11,7 +11,6 @@ import pytest
 import uvicorn
 
 
-
 @dataclass
 class RunningRelay:
     app: object

@@ -18,20 +18,37 @@ from warnshare.relay.hub import Hub, Subscriber
 
 def make_alert(alert_id: int, event_id: int = 1, kind: AlertKind = AlertKind.TRACK_UPDATE) -> Alert:
     return Alert(
-        alert_id=alert_id, event_id=event_id, kind=kind, issued_ns=alert_id, nations=[Nation.JPN],
-        releasable_to=[Nation.JPN, Nation.KOR, Nation.USA], data_mode=DataMode.SIMULATED,
-        hops=Hops(measured_ns=1, node_sent_ns=2, relay_received_ns=3, fused_ns=4, source_nation=Nation.JPN),
+        alert_id=alert_id,
+        event_id=event_id,
+        kind=kind,
+        issued_ns=alert_id,
+        nations=[Nation.JPN],
+        releasable_to=[Nation.JPN, Nation.KOR, Nation.USA],
+        data_mode=DataMode.SIMULATED,
+        hops=Hops(
+            measured_ns=1, node_sent_ns=2, relay_received_ns=3, fused_ns=4, source_nation=Nation.JPN
+        ),
         text=f"alert {alert_id}",
     )
 
 
-def collecting_subscriber(fmt: str, frames: list, max_pending: int = 1000, gate: asyncio.Event | None = None) -> Subscriber:
+def collecting_subscriber(
+    fmt: str, frames: list, max_pending: int = 1000, gate: asyncio.Event | None = None
+) -> Subscriber:
     async def send(frame):
         if gate is not None:
             await gate.wait()
         frames.append(frame)
 
-    return Subscriber(name=fmt, fmt=fmt, nation=None, send=send, max_pending=max_pending, max_frame_alerts=500, clock=lambda: 42)
+    return Subscriber(
+        name=fmt,
+        fmt=fmt,
+        nation=None,
+        send=send,
+        max_pending=max_pending,
+        max_frame_alerts=500,
+        clock=lambda: 42,
+    )
 
 
 def ids(frames: list) -> list[int]:
@@ -47,7 +64,9 @@ async def test_msgpack_and_json_subscribers_get_the_same_alerts_in_order() -> No
         hub.attach(s, [])
         tasks.append(asyncio.create_task(s.run_writer()))
     for i in range(1, 51):
-        hub.publish([make_alert(i, kind=AlertKind.LAUNCH_DETECTED if i == 1 else AlertKind.TRACK_UPDATE)])
+        hub.publish(
+            [make_alert(i, kind=AlertKind.LAUNCH_DETECTED if i == 1 else AlertKind.TRACK_UPDATE)]
+        )
         if i % 7 == 0:
             await asyncio.sleep(0)
     await asyncio.sleep(0.01)
@@ -124,8 +143,15 @@ async def test_subscriber_that_cannot_keep_up_with_critical_alerts_overflows() -
 
 def test_snapshot_is_the_newest_alert_of_each_kind_per_event() -> None:
     hub = Hub()
-    hub.publish([make_alert(1, 1, AlertKind.LAUNCH_DETECTED), make_alert(2, 1), make_alert(3, 2, AlertKind.LAUNCH_DETECTED),
-                 make_alert(4, 1), make_alert(5, 1, AlertKind.IMPACT_PREDICTED)])
+    hub.publish(
+        [
+            make_alert(1, 1, AlertKind.LAUNCH_DETECTED),
+            make_alert(2, 1),
+            make_alert(3, 2, AlertKind.LAUNCH_DETECTED),
+            make_alert(4, 1),
+            make_alert(5, 1, AlertKind.IMPACT_PREDICTED),
+        ]
+    )
     assert [a.alert_id for a in hub.snapshot()] == [1, 3, 4, 5]
 
 

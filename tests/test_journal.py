@@ -38,7 +38,9 @@ async def all_alerts(url: str) -> list[bytes]:
 async def publish_all(url: str, reports_by_nation: dict) -> None:
     pubs = []
     for nation, reports in reports_by_nation.items():
-        pub = NodePublisher(url, nation, f"{nation.value.lower()}-j", backoff_initial_s=0.05, backoff_max_s=0.5)
+        pub = NodePublisher(
+            url, nation, f"{nation.value.lower()}-j", backoff_initial_s=0.05, backoff_max_s=0.5
+        )
         pub._next_seq = reports[-1].seq + 1
         pub.submit(reports)
         pub.task = asyncio.create_task(pub.run())
@@ -52,7 +54,9 @@ async def publish_all(url: str, reports_by_nation: dict) -> None:
 
 async def test_restart_replays_the_journal_to_the_same_alerts_and_state(tmp_path) -> None:
     journal = str(tmp_path / "relay.sqlite3")
-    reports = {n: national_reports(STATES, n, track_number=20 + i, seed=i) for i, n in enumerate(NATIONS)}
+    reports = {
+        n: national_reports(STATES, n, track_number=20 + i, seed=i) for i, n in enumerate(NATIONS)
+    }
     first = start_relay(RelayConfig(journal_path=journal))
     try:
         await publish_all(first.ws_url, reports)
@@ -90,7 +94,18 @@ def _free_port() -> int:
 
 def _spawn_relay(port: int, journal: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "warnshare.cli", "relay", "--port", str(port), "--journal", journal, "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "warnshare.cli",
+            "relay",
+            "--port",
+            str(port),
+            "--journal",
+            journal,
+            "--log-level",
+            "warning",
+        ],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 20
@@ -119,11 +134,16 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path) -> None:
 
         listener = asyncio.create_task(listen())
         pubs = []
-        for i, nation in enumerate(NATIONS):
-            pub = NodePublisher(url, nation, f"{nation.value.lower()}-k", backoff_initial_s=0.05, backoff_max_s=0.3)
+        for nation in NATIONS:
+            pub = NodePublisher(
+                url, nation, f"{nation.value.lower()}-k", backoff_initial_s=0.05, backoff_max_s=0.3
+            )
             pub.task = asyncio.create_task(pub.run())
             pubs.append(pub)
-        streams = {p.nation: national_reports(STATES, p.nation, track_number=40 + i, seed=i) for i, p in enumerate(pubs)}
+        streams = {
+            p.nation: national_reports(STATES, p.nation, track_number=40 + i, seed=i)
+            for i, p in enumerate(pubs)
+        }
         for k in range(len(STATES)):  # paced: ~60 reports per nation over ~1.5 s
             for pub in pubs:
                 r = streams[pub.nation][k]
@@ -140,8 +160,11 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path) -> None:
             nodes = {n["node_id"]: n for n in (await http.get("/v1/nodes")).json()}
             health = (await http.get("/healthz")).json()
             metrics = (await http.get("/metrics")).text
-        replayed = next(float(line.split()[-1]) for line in metrics.splitlines()
-                        if line.startswith("warnshare_journal_replayed_inputs"))
+        replayed = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("warnshare_journal_replayed_inputs")
+        )
         assert replayed > 0, "the second relay must have started from the journal"
         assert "warnshare_journal_replay_mismatches 0.0" in metrics
         for pub in pubs:
@@ -163,5 +186,3 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-

@@ -5,7 +5,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from warnshare.latency import ClockOffsetEstimator, hop_latencies_ns, percentile, sample_from_exchange
+from warnshare.latency import (
+    ClockOffsetEstimator,
+    hop_latencies_ns,
+    percentile,
+    sample_from_exchange,
+)
 
 
 def exchange(skew_ns: int, out_ns: int, back_ns: int, hold_ns: int, t1: int = 10**18):
@@ -16,7 +21,7 @@ def exchange(skew_ns: int, out_ns: int, back_ns: int, hold_ns: int, t1: int = 10
     return t1, t2, t3, t4
 
 
-@given(st.integers(-10**11, 10**11), st.integers(0, 10**8), st.integers(0, 10**7))
+@given(st.integers(-(10**11), 10**11), st.integers(0, 10**8), st.integers(0, 10**7))
 def test_symmetric_paths_give_the_exact_offset(skew: int, delay: int, hold: int) -> None:
     s = sample_from_exchange(*exchange(skew, delay, delay, hold))
     assert abs(s.offset_ns - skew) <= 1
@@ -35,8 +40,14 @@ def test_estimator_trusts_the_fastest_exchange() -> None:
 
 
 def test_hops_and_end_to_end() -> None:
-    stamps = {"measured_ns": 100, "node_sent_ns": 150, "relay_received_ns": 400, "fused_ns": 410,
-              "relay_sent_ns": 420, "subscriber_received_ns": 700}
+    stamps = {
+        "measured_ns": 100,
+        "node_sent_ns": 150,
+        "relay_received_ns": 400,
+        "fused_ns": 410,
+        "relay_sent_ns": 420,
+        "subscriber_received_ns": 700,
+    }
     hops = hop_latencies_ns(stamps)
     assert hops["node_sent→relay_received"] == 250
     assert hops["end_to_end"] == 600

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.synth import ballistic_arc, national_reports
 from warnshare.protocol import (
     CLOSE_CODES,
     AlertBatch,
@@ -26,7 +27,6 @@ from warnshare.protocol import (
     decode_subscriber_message,
     encode,
 )
-from tests.synth import ballistic_arc, national_reports
 
 
 def _batch() -> ReportBatch:
@@ -52,11 +52,27 @@ def test_hello_round_trips() -> None:
         (msgpack.packb({"type": "hello"}), ErrorCode.SCHEMA_INVALID),
         (msgpack.packb({"type": "nonsense"}), ErrorCode.SCHEMA_INVALID),
         (
-            msgpack.packb({"type": "hello", "protocol_version": 2, "nation": "JPN", "node_id": "x", "sent_ns": 1}),
+            msgpack.packb(
+                {
+                    "type": "hello",
+                    "protocol_version": 2,
+                    "nation": "JPN",
+                    "node_id": "x",
+                    "sent_ns": 1,
+                }
+            ),
             ErrorCode.UNSUPPORTED_VERSION,
         ),
         (
-            msgpack.packb({"type": "hello", "protocol_version": 1, "nation": "PRK", "node_id": "x", "sent_ns": 1}),
+            msgpack.packb(
+                {
+                    "type": "hello",
+                    "protocol_version": 1,
+                    "nation": "PRK",
+                    "node_id": "x",
+                    "sent_ns": 1,
+                }
+            ),
             ErrorCode.SCHEMA_INVALID,
         ),
     ],
@@ -110,7 +126,11 @@ def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
     try:
         decode_node_message(data)
     except ProtocolError as exc:
-        assert exc.code in (ErrorCode.MALFORMED_FRAME, ErrorCode.SCHEMA_INVALID, ErrorCode.UNSUPPORTED_VERSION)
+        assert exc.code in (
+            ErrorCode.MALFORMED_FRAME,
+            ErrorCode.SCHEMA_INVALID,
+            ErrorCode.UNSUPPORTED_VERSION,
+        )
 
 
 @given(st.lists(st.floats(-1e6, 1e6), min_size=21, max_size=21))

@@ -18,7 +18,9 @@ def test_worked_example_hex_is_the_json_frame() -> None:
     frame = bytes.fromhex(hex_block.replace("\n", ""))
     decoded = decode_node_message(frame)
     expected = json.loads(json_block)
-    assert decoded.model_dump(mode="python") == decoded.model_validate(expected).model_dump(mode="python")
+    assert decoded.model_dump(mode="python") == decoded.model_validate(expected).model_dump(
+        mode="python"
+    )
     assert f"{len(frame)} bytes of msgpack" in DOC
 
 

@@ -67,17 +67,28 @@ class Listener:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def publish_missile(url: str, nations=NATIONS, skew_s: dict | None = None) -> list[NodePublisher]:
+async def publish_missile(
+    url: str, nations=NATIONS, skew_s: dict | None = None
+) -> list[NodePublisher]:
     pubs = []
     for k, nation in enumerate(nations):
         clock = NodeClock(int((skew_s or {}).get(nation, 0) * 1e9))
         pub = NodePublisher(url, nation, f"{nation.value.lower()}-test", clock=clock)
         pub.task = asyncio.create_task(pub.run())
         now = time.time_ns()
-        reports = national_reports(STATES, nation, track_number=100 + k, seed=k, measured_base_ns=now)
+        reports = national_reports(
+            STATES, nation, track_number=100 + k, seed=k, measured_base_ns=now
+        )
         if clock.skew_ns:
-            reports = [r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + clock.skew_ns,
-                                            "measured_ns": r.measured_ns + clock.skew_ns}) for r in reports]
+            reports = [
+                r.model_copy(
+                    update={
+                        "time_of_validity_ns": r.time_of_validity_ns + clock.skew_ns,
+                        "measured_ns": r.measured_ns + clock.skew_ns,
+                    }
+                )
+                for r in reports
+            ]
         pub._next_seq = len(reports) + 1
         pub.submit(reports)
         pubs.append(pub)
@@ -92,7 +103,9 @@ async def stop_publishers(pubs) -> None:
     await asyncio.gather(*(p.task for p in pubs), return_exceptions=True)
 
 
-async def test_three_nations_one_missile_one_event_same_alerts_for_msgpack_and_json(relay_server) -> None:
+async def test_three_nations_one_missile_one_event_same_alerts_for_msgpack_and_json(
+    relay_server,
+) -> None:
     mp, js = Listener(relay_server.ws_url, "msgpack"), Listener(relay_server.ws_url, "json")
     await mp.start()
     await js.start()
@@ -107,13 +120,18 @@ async def test_three_nations_one_missile_one_event_same_alerts_for_msgpack_and_j
     assert [a.alert_id for a in mp.alerts] == [a.alert_id for a in js.alerts]
     assert mp.alerts == js.alerts
     assert [a.alert_id for a in mp.alerts] == sorted({a.alert_id for a in mp.alerts})
-    assert {a.event_id for a in mp.alerts} == {mp.alerts[0].event_id}, "one missile must be one event"
+    assert {a.event_id for a in mp.alerts} == {mp.alerts[0].event_id}, (
+        "one missile must be one event"
+    )
     kinds = [a.kind for a in mp.alerts]
     assert kinds[0] == AlertKind.LAUNCH_DETECTED and kinds.count(AlertKind.LAUNCH_DETECTED) == 1
     assert set(mp.alerts[-1].nations) == set(NATIONS)
     for a in mp.alerts:
         h = a.hops
-        assert h.measured_ns <= h.node_sent_ns + 50_000_000 and h.node_sent_ns <= h.relay_received_ns + 50_000_000
+        assert (
+            h.measured_ns <= h.node_sent_ns + 50_000_000
+            and h.node_sent_ns <= h.relay_received_ns + 50_000_000
+        )
         assert h.relay_received_ns <= h.fused_ns
         assert not hasattr(a, "sensor_ids")
     async with httpx.AsyncClient(base_url=relay_server.http_url) as http:
@@ -123,7 +141,9 @@ async def test_three_nations_one_missile_one_event_same_alerts_for_msgpack_and_j
         assert 'warnshare_reports_accepted_total{nation="JPN"} 61.0' in metrics
 
 
-async def test_late_joiner_gets_the_current_picture_and_since_resumes_without_gap(relay_server) -> None:
+async def test_late_joiner_gets_the_current_picture_and_since_resumes_without_gap(
+    relay_server,
+) -> None:
     pubs = await publish_missile(relay_server.ws_url, nations=[Nation.KOR])
     first = Listener(relay_server.ws_url, "msgpack")
     await first.start()
@@ -144,7 +164,13 @@ async def test_late_joiner_gets_the_current_picture_and_since_resumes_without_ga
 
 async def _raw_send(url: str, node_id: str, reports, expect_welcome_seq: int) -> int:
     async with websockets.connect(f"{url}/v1/ingest") as ws:
-        await ws.send(encode(Hello(protocol_version=1, nation=Nation.USA, node_id=node_id, sent_ns=time.time_ns())))
+        await ws.send(
+            encode(
+                Hello(
+                    protocol_version=1, nation=Nation.USA, node_id=node_id, sent_ns=time.time_ns()
+                )
+            )
+        )
         assert decode_relay_to_node(await ws.recv()).last_acked_seq == expect_welcome_seq
         await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=reports)))
         while True:
@@ -192,11 +218,21 @@ async def _expect_refusal(url: str, frames: list, code: ErrorCode | None, close_
 
 
 def _hello(nation: Nation = Nation.JPN, node_id: str = "bad-1", version: int = 1) -> bytes:
-    return msgpack.packb({"type": "hello", "protocol_version": version, "nation": nation.value,
-                          "node_id": node_id, "sent_ns": time.time_ns(), "auth": {"scheme": "none"}})
+    return msgpack.packb(
+        {
+            "type": "hello",
+            "protocol_version": version,
+            "nation": nation.value,
+            "node_id": node_id,
+            "sent_ns": time.time_ns(),
+            "auth": {"scheme": "none"},
+        }
+    )
 
 
-async def test_malformed_input_gets_documented_errors_and_the_relay_keeps_serving(relay_server) -> None:
+async def test_malformed_input_gets_documented_errors_and_the_relay_keeps_serving(
+    relay_server,
+) -> None:
     url = relay_server.ws_url
     watcher = Listener(url, "json")
     await watcher.start()
@@ -205,12 +241,30 @@ async def test_malformed_input_gets_documented_errors_and_the_relay_keeps_servin
     cases = [
         ([b"\xc1 not msgpack"], ErrorCode.MALFORMED_FRAME, CloseCode.INVALID_PAYLOAD),
         (["a text frame"], ErrorCode.MALFORMED_FRAME, CloseCode.INVALID_PAYLOAD),
-        ([msgpack.packb({"type": "hello", "nation": 7})], ErrorCode.SCHEMA_INVALID, CloseCode.SCHEMA_INVALID),
+        (
+            [msgpack.packb({"type": "hello", "nation": 7})],
+            ErrorCode.SCHEMA_INVALID,
+            CloseCode.SCHEMA_INVALID,
+        ),
         ([_hello(version=9)], ErrorCode.UNSUPPORTED_VERSION, CloseCode.UNSUPPORTED_VERSION),
-        ([encode(ReportBatch(sent_ns=1, reports=good))], ErrorCode.HELLO_REQUIRED, CloseCode.HELLO_REQUIRED),
-        ([_hello(node_id="bad-2"), encode(ReportBatch(sent_ns=1, reports=spoof))], ErrorCode.NATION_MISMATCH, CloseCode.NATION_MISMATCH),
-        ([_hello(node_id="bad-3"), msgpack.packb({"type": "report_batch", "sent_ns": 1, "reports": [{"seq": "x"}]})],
-         ErrorCode.SCHEMA_INVALID, CloseCode.SCHEMA_INVALID),
+        (
+            [encode(ReportBatch(sent_ns=1, reports=good))],
+            ErrorCode.HELLO_REQUIRED,
+            CloseCode.HELLO_REQUIRED,
+        ),
+        (
+            [_hello(node_id="bad-2"), encode(ReportBatch(sent_ns=1, reports=spoof))],
+            ErrorCode.NATION_MISMATCH,
+            CloseCode.NATION_MISMATCH,
+        ),
+        (
+            [
+                _hello(node_id="bad-3"),
+                msgpack.packb({"type": "report_batch", "sent_ns": 1, "reports": [{"seq": "x"}]}),
+            ],
+            ErrorCode.SCHEMA_INVALID,
+            CloseCode.SCHEMA_INVALID,
+        ),
         ([_hello(node_id="bad-4"), b"\x00" * (MAX_NODE_FRAME_BYTES + 1)], None, CloseCode.TOO_BIG),
     ]
     for frames, code, close_code in cases:
@@ -227,7 +281,10 @@ async def test_malformed_input_gets_documented_errors_and_the_relay_keeps_servin
 
 
 async def test_bad_subscriber_requests_are_refused_clearly(relay_server) -> None:
-    for query, close_code in (("format=xml", CloseCode.BAD_REQUEST), ("since=-4", CloseCode.BAD_REQUEST)):
+    for query, close_code in (
+        ("format=xml", CloseCode.BAD_REQUEST),
+        ("since=-4", CloseCode.BAD_REQUEST),
+    ):
         async with websockets.connect(f"{relay_server.ws_url}/v1/alerts?{query}") as ws:
             msg = decode_relay_to_subscriber(await ws.recv())
             assert isinstance(msg, ErrorMessage) and msg.code == ErrorCode.BAD_REQUEST
@@ -249,7 +306,9 @@ async def test_a_node_five_seconds_fast_gets_the_same_hop_latencies(relay_server
     await mp.start()
     # one after the other, so neither batch queues behind the other's fusion
     for nation in (Nation.JPN, Nation.KOR):
-        pubs = await publish_missile(relay_server.ws_url, nations=[nation], skew_s={Nation.KOR: 5.0})
+        pubs = await publish_missile(
+            relay_server.ws_url, nations=[nation], skew_s={Nation.KOR: 5.0}
+        )
         await stop_publishers(pubs)
     await mp.wait_for(lambda a: sum(x.kind == AlertKind.TRACK_UPDATE for x in a) >= 2 * len(STATES))
     await mp.stop()
@@ -257,8 +316,17 @@ async def test_a_node_five_seconds_fast_gets_the_same_hop_latencies(relay_server
     # the error of every corrected hop is exactly the error of the offset estimate
     assert abs(link.clock.offset_ns - 5_000_000_000) < 2_000_000
     for nation in (Nation.JPN, Nation.KOR):
-        alerts = [a for a in mp.alerts if a.hops.source_nation == nation and a.kind == AlertKind.TRACK_UPDATE]
+        alerts = [
+            a
+            for a in mp.alerts
+            if a.hops.source_nation == nation and a.kind == AlertKind.TRACK_UPDATE
+        ]
         assert alerts
         for a in alerts:
-            assert 0 <= a.hops.relay_received_ns - a.hops.node_sent_ns + 2_000_000 < 100_000_000, nation
-            assert abs(a.hops.clock_offset_ns - (5_000_000_000 if nation == Nation.KOR else 0)) < 2_000_000
+            assert 0 <= a.hops.relay_received_ns - a.hops.node_sent_ns + 2_000_000 < 100_000_000, (
+                nation
+            )
+            assert (
+                abs(a.hops.clock_offset_ns - (5_000_000_000 if nation == Nation.KOR else 0))
+                < 2_000_000
+            )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.synth import ballistic_arc, national_reports
 from warnshare.protocol import ErrorCode, Hello, Nation, ProtocolError, ReportBatch
 from warnshare.relay.ingest import NodeRegistry, accept_batch
-from tests.synth import ballistic_arc, national_reports
 
 STATES = ballistic_arc(39.2, 125.7, 95, 5500, 40, 20)
 
@@ -61,10 +61,19 @@ def test_node_id_stays_with_its_first_nation() -> None:
 def test_timestamps_are_moved_to_the_relay_clock() -> None:
     lk = link()
     skew = 5_000_000_000
-    lk.clock.add_exchange(1000, 1000 + 100 + skew, 1000 + 150 + skew, 1000 + 250)  # symmetric 100 ns each way
+    lk.clock.add_exchange(
+        1000, 1000 + 100 + skew, 1000 + 150 + skew, 1000 + 250
+    )  # symmetric 100 ns each way
     reports = national_reports(STATES, Nation.JPN, track_number=1)[:2]
-    skewed = [r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + skew,
-                                   "measured_ns": r.measured_ns + skew}) for r in reports]
+    skewed = [
+        r.model_copy(
+            update={
+                "time_of_validity_ns": r.time_of_validity_ns + skew,
+                "measured_ns": r.measured_ns + skew,
+            }
+        )
+        for r in reports
+    ]
     out = accept_batch(lk, batch(skewed, sent_ns=7 + skew), lk.clock.offset_ns)
     assert [r.time_of_validity_ns for r in out.reports] == [r.time_of_validity_ns for r in reports]
     assert [r.measured_ns for r in out.reports] == [r.measured_ns for r in reports]

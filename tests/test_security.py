@@ -56,7 +56,9 @@ def key(keys, nation: Nation) -> NodeKey:
     return NodeKey.load(keys / f"{nation.value.lower()}.key")
 
 
-async def publish(url: str, nation: Nation, node_key: NodeKey | None, reports, node_id: str | None = None) -> NodePublisher:
+async def publish(
+    url: str, nation: Nation, node_key: NodeKey | None, reports, node_id: str | None = None
+) -> NodePublisher:
     pub = NodePublisher(url, nation, node_id or f"{nation.value.lower()}-sec", key=node_key)
     pub._next_seq = reports[-1].seq + 1
     pub.submit(reports)
@@ -98,7 +100,11 @@ async def test_signed_node_is_accepted_and_forgeries_are_refused(secure_relay, k
     # a key nobody trusts, claiming a trusted key id
     rogue = NodeKey(Nation.KOR, SigningKey.generate())
     forger = NodePublisher(url, Nation.KOR, "kor-x", key=rogue)
-    hello = forger._hello().model_copy(update={"auth": forger._hello().auth.model_copy(update={"key_id": key(keys, Nation.KOR).key_id})})
+    hello = forger._hello().model_copy(
+        update={
+            "auth": forger._hello().auth.model_copy(update={"key_id": key(keys, Nation.KOR).key_id})
+        }
+    )
     err, code = await refusal(url, [encode(hello)])
     assert err.code == ErrorCode.AUTH_FAILED and code == CloseCode.AUTH_FAILED
     # Japan's key speaking for Korea
@@ -110,12 +116,24 @@ async def test_signed_node_is_accepted_and_forgeries_are_refused(secure_relay, k
     # a valid hello, then a batch whose payload was altered after signing
     good = NodePublisher(url, Nation.KOR, "kor-z", key=key(keys, Nation.KOR))
     kor = national_reports(STATES, Nation.KOR, track_number=9)[:3]
-    frame = SignedBatch.model_validate(decode_relay_to_node_frame(good._batch_frame(ReportBatch(sent_ns=time.time_ns(), reports=kor))))
-    tampered_payload = encode(ReportBatch(sent_ns=time.time_ns(), reports=national_reports(STATES, Nation.KOR, track_number=66)[:3]))
+    frame = SignedBatch.model_validate(
+        decode_relay_to_node_frame(
+            good._batch_frame(ReportBatch(sent_ns=time.time_ns(), reports=kor))
+        )
+    )
+    tampered_payload = encode(
+        ReportBatch(
+            sent_ns=time.time_ns(),
+            reports=national_reports(STATES, Nation.KOR, track_number=66)[:3],
+        )
+    )
     tampered = encode(frame.model_copy(update={"payload": tampered_payload}))
     err, code = await refusal(url, [encode(good._hello()), tampered])
     assert err.code == ErrorCode.AUTH_FAILED and code == CloseCode.AUTH_FAILED
-    assert secure_relay.relay.nodes.links.get("kor-z") is None or secure_relay.relay.nodes.links["kor-z"].accepted == 0
+    assert (
+        secure_relay.relay.nodes.links.get("kor-z") is None
+        or secure_relay.relay.nodes.links["kor-z"].accepted == 0
+    )
 
     async with httpx.AsyncClient(base_url=secure_relay.http_url) as http:
         metrics = (await http.get("/metrics")).text
@@ -157,7 +175,9 @@ async def listen(url: str, token: str | None, n_frames_timeout: float = 3.0) -> 
         await ws.recv()
         try:
             while True:
-                msg = decode_relay_to_subscriber(await asyncio.wait_for(ws.recv(), n_frames_timeout))
+                msg = decode_relay_to_subscriber(
+                    await asyncio.wait_for(ws.recv(), n_frames_timeout)
+                )
                 if isinstance(msg, AlertBatch):
                     got.extend(msg.alerts)
         except TimeoutError:
@@ -165,14 +185,18 @@ async def listen(url: str, token: str | None, n_frames_timeout: float = 3.0) -> 
     return got
 
 
-async def test_subscribers_need_a_token_and_see_only_what_is_releasable_to_them(secure_relay, keys) -> None:
+async def test_subscribers_need_a_token_and_see_only_what_is_releasable_to_them(
+    secure_relay, keys
+) -> None:
     url = secure_relay.ws_url
     async with websockets.connect(f"{url}/v1/alerts") as ws:
         msg = decode_relay_to_subscriber(await ws.recv())
         assert isinstance(msg, ErrorMessage) and msg.code == ErrorCode.AUTH_FAILED
     # Korea shares this track with the USA only (REL TO USA, KOR)
-    kor = [r.model_copy(update={"releasable_to": [Nation.USA, Nation.KOR]})
-           for r in national_reports(STATES, Nation.KOR, track_number=4)]
+    kor = [
+        r.model_copy(update={"releasable_to": [Nation.USA, Nation.KOR]})
+        for r in national_reports(STATES, Nation.KOR, track_number=4)
+    ]
     pub = await publish(url, Nation.KOR, key(keys, Nation.KOR), kor)
     assert await pub.wait_acked(10)
     await stop(pub)
@@ -194,15 +218,28 @@ def _self_signed(tmp_path):
     import ipaddress
 
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(k, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(
+        k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -222,7 +259,9 @@ async def test_wss_with_given_certificates(tmp_path) -> None:
             await ws.recv()
             assert decode_relay_to_subscriber(await asyncio.wait_for(ws.recv(), 5)).alerts
         with pytest.raises(ssl.SSLError):  # an untrusted certificate is refused
-            async with websockets.connect(f"{running.ws_url}/v1/alerts", ssl=ssl.create_default_context()):
+            async with websockets.connect(
+                f"{running.ws_url}/v1/alerts", ssl=ssl.create_default_context()
+            ):
                 pass
     finally:
         running.stop()

@@ -33,7 +33,9 @@ DEFAULT_TIME_WINDOW_NS = 30_000_000_000
 
 
 def hello_message(nation: str, node_id: str, sent_ns: int, nonce: bytes) -> bytes:
-    return HELLO_CONTEXT + b"\0".join((nation.encode(), node_id.encode(), str(sent_ns).encode(), nonce))
+    return HELLO_CONTEXT + b"\0".join(
+        (nation.encode(), node_id.encode(), str(sent_ns).encode(), nonce)
+    )
 
 
 def batch_message(node_id: str, payload: bytes) -> bytes:
@@ -74,7 +76,9 @@ class Consumer:
 class TrustStore:
     """Public keys the relay accepts, per nation, and the subscriber tokens it knows (hashed)."""
 
-    def __init__(self, keys: dict[str, tuple[Nation, VerifyKey]], token_hashes: dict[str, Consumer]) -> None:
+    def __init__(
+        self, keys: dict[str, tuple[Nation, VerifyKey]], token_hashes: dict[str, Consumer]
+    ) -> None:
         self.keys = keys  # key_id -> (nation, key)
         self.token_hashes = token_hashes  # sha256 hex of token -> consumer
 
@@ -87,34 +91,59 @@ class TrustStore:
             for entry in doc.get("nodes", []):
                 vk = VerifyKey(base64.b64decode(entry["public_key"]))
                 keys[key_id_of(vk)] = (Nation(entry["nation"]), vk)
-            tokens = {c["token_sha256"]: Consumer(c["name"], Nation(c["nation"])) for c in doc.get("consumers", [])}
+            tokens = {
+                c["token_sha256"]: Consumer(c["name"], Nation(c["nation"]))
+                for c in doc.get("consumers", [])
+            }
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"cannot load the trust store {path}: {exc}") from None
         return cls(keys, tokens)
 
-    def verify_hello(self, nation: Nation, node_id: str, sent_ns: int, key_id: str, nonce: bytes, signature: bytes) -> None:
-        self._verify(nation, key_id, hello_message(nation.value, node_id, sent_ns, nonce), signature, "hello")
+    def verify_hello(
+        self,
+        nation: Nation,
+        node_id: str,
+        sent_ns: int,
+        key_id: str,
+        nonce: bytes,
+        signature: bytes,
+    ) -> None:
+        self._verify(
+            nation, key_id, hello_message(nation.value, node_id, sent_ns, nonce), signature, "hello"
+        )
 
-    def verify_batch(self, nation: Nation, key_id: str, node_id: str, payload: bytes, signature: bytes) -> None:
+    def verify_batch(
+        self, nation: Nation, key_id: str, node_id: str, payload: bytes, signature: bytes
+    ) -> None:
         self._verify(nation, key_id, batch_message(node_id, payload), signature, "batch")
 
-    def _verify(self, nation: Nation, key_id: str, message: bytes, signature: bytes, what: str) -> None:
+    def _verify(
+        self, nation: Nation, key_id: str, message: bytes, signature: bytes, what: str
+    ) -> None:
         entry = self.keys.get(key_id)
         if entry is None:
-            raise ProtocolError(ErrorCode.AUTH_FAILED, f"{what}: key {key_id!r} is not in the trust store")
+            raise ProtocolError(
+                ErrorCode.AUTH_FAILED, f"{what}: key {key_id!r} is not in the trust store"
+            )
         key_nation, vk = entry
         if key_nation != nation:
             raise ProtocolError(
-                ErrorCode.NATION_MISMATCH, f"{what}: key {key_id} belongs to {key_nation.value}, not {nation.value}"
+                ErrorCode.NATION_MISMATCH,
+                f"{what}: key {key_id} belongs to {key_nation.value}, not {nation.value}",
             )
         try:
             vk.verify(message, signature)
         except (BadSignatureError, ValueError):
-            raise ProtocolError(ErrorCode.AUTH_FAILED, f"{what}: signature does not verify with key {key_id}") from None
+            raise ProtocolError(
+                ErrorCode.AUTH_FAILED, f"{what}: signature does not verify with key {key_id}"
+            ) from None
 
     def consumer_for(self, token: str | None) -> Consumer:
         if not token:
-            raise ProtocolError(ErrorCode.AUTH_FAILED, "a subscriber token is required (?token=... or Authorization: Bearer)")
+            raise ProtocolError(
+                ErrorCode.AUTH_FAILED,
+                "a subscriber token is required (?token=... or Authorization: Bearer)",
+            )
         digest = hashlib.sha256(token.encode()).hexdigest()
         for known, consumer in self.token_hashes.items():
             if hmac.compare_digest(known, digest):
@@ -144,7 +173,9 @@ class ReplayGuard:
             self._seen.popitem(last=False)
 
 
-def init_keys(directory: str | Path, consumers: tuple[tuple[str, Nation], ...] | None = None) -> dict[str, Path]:
+def init_keys(
+    directory: str | Path, consumers: tuple[tuple[str, Nation], ...] | None = None
+) -> dict[str, Path]:
     """Create a demo key set: one signing key per nation, a token per consumer, trust.json.
 
     Private keys and tokens are written mode 0600; the relay needs only trust.json.
@@ -156,16 +187,33 @@ def init_keys(directory: str | Path, consumers: tuple[tuple[str, Nation], ...] |
     for nation in NATIONS:
         sk = SigningKey.generate()
         path = d / f"{nation.value.lower()}.key"
-        _write_private(path, json.dumps({"nation": nation.value, "private_key": base64.b64encode(bytes(sk)).decode()}))
+        _write_private(
+            path,
+            json.dumps(
+                {"nation": nation.value, "private_key": base64.b64encode(bytes(sk)).decode()}
+            ),
+        )
         written[f"{nation.value} key"] = path
-        nodes.append({"nation": nation.value, "key_id": key_id_of(sk.verify_key), "public_key": base64.b64encode(bytes(sk.verify_key)).decode()})
+        nodes.append(
+            {
+                "nation": nation.value,
+                "key_id": key_id_of(sk.verify_key),
+                "public_key": base64.b64encode(bytes(sk.verify_key)).decode(),
+            }
+        )
     entries = []
     for name, nation in consumers or tuple((f"{n.value.lower()}-ops", n) for n in NATIONS):
         token = secrets.token_urlsafe(32)
         path = d / f"{name}.token"
         _write_private(path, token + "\n")
         written[f"{name} token"] = path
-        entries.append({"name": name, "nation": nation.value, "token_sha256": hashlib.sha256(token.encode()).hexdigest()})
+        entries.append(
+            {
+                "name": name,
+                "nation": nation.value,
+                "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+            }
+        )
     trust = d / "trust.json"
     trust.write_text(json.dumps({"nodes": nodes, "consumers": entries}, indent=2) + "\n")
     written["trust store"] = trust

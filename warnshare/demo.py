@@ -34,8 +34,17 @@ TARGET_WALL_S = 40.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", default=env_str("SCENARIO", DEFAULT_SCENARIO), help=f"scenario name or .toml path (default {DEFAULT_SCENARIO}; `warnshare sim --list`)")
-    parser.add_argument("--speed", type=float, default=env_float("SPEED", 0.0) or None, help=f"simulated seconds per wall second (default: fit the scenario in ~{TARGET_WALL_S:.0f} s)")
+    parser.add_argument(
+        "--scenario",
+        default=env_str("SCENARIO", DEFAULT_SCENARIO),
+        help=f"scenario name or .toml path (default {DEFAULT_SCENARIO}; `warnshare sim --list`)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=env_float("SPEED", 0.0) or None,
+        help=f"simulated seconds per wall second (default: fit the scenario in ~{TARGET_WALL_S:.0f} s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=0, help="relay port (default: a free one)")
     parser.add_argument("--updates", action="store_true", help="print TRACK_UPDATE alerts too")
@@ -75,16 +84,32 @@ def run(args: argparse.Namespace) -> int:
     py = [sys.executable, "-m", "warnshare.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: list[subprocess.Popen] = []
-    print(f"warnshare demo: scenario {scenario.name} ({len(scenario.missiles)} missile(s), "
-          f"{scenario.duration_s:.0f} s simulated) at {speed:g}x; relay on ws://{base}", flush=True)
+    print(
+        f"warnshare demo: scenario {scenario.name} ({len(scenario.missiles)} missile(s), "
+        f"{scenario.duration_s:.0f} s simulated) at {speed:g}x; relay on ws://{base}",
+        flush=True,
+    )
     workdir = tempfile.TemporaryDirectory(prefix="warnshare-demo-")
     keys = Path(workdir.name) / "keys"
     init_keys(keys)  # a fresh demo key set: nodes sign, the subscriber presents a token
     try:
         relay = subprocess.Popen(
-            [*py, "relay", "--host", "127.0.0.1", "--port", str(port), "--time-scale", str(speed),
-             "--journal", str(Path(workdir.name) / "journal.sqlite3"), "--trust-store", str(keys / "trust.json"),
-             "--log-level", "warning"],
+            [
+                *py,
+                "relay",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--time-scale",
+                str(speed),
+                "--journal",
+                str(Path(workdir.name) / "journal.sqlite3"),
+                "--trust-store",
+                str(keys / "trust.json"),
+                "--log-level",
+                "warning",
+            ],
             env=env,
         )
         procs.append(relay)
@@ -94,9 +119,26 @@ def run(args: argparse.Namespace) -> int:
         nodes = {}
         for nation in NATIONS:
             nodes[nation.value] = subprocess.Popen(
-                [*py, "node", "--nation", nation.value, "--relay", f"ws://{base}", "--scenario", args.scenario,
-                 "--speed", str(speed), "--seed", str(args.seed), "--start-at", f"{start_at:.6f}",
-                 "--keys-dir", str(keys), "--log-level", "warning"],
+                [
+                    *py,
+                    "node",
+                    "--nation",
+                    nation.value,
+                    "--relay",
+                    f"ws://{base}",
+                    "--scenario",
+                    args.scenario,
+                    "--speed",
+                    str(speed),
+                    "--seed",
+                    str(args.seed),
+                    "--start-at",
+                    f"{start_at:.6f}",
+                    "--keys-dir",
+                    str(keys),
+                    "--log-level",
+                    "warning",
+                ],
                 env=env,
             )
             procs.append(nodes[nation.value])
@@ -116,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
     return _summarise(received, node_status, scenario)
 
 
-async def _listen(url: str, token: str, nodes: dict[str, subprocess.Popen], args: argparse.Namespace, speed: float) -> list[ReceivedAlert]:
+async def _listen(
+    url: str, token: str, nodes: dict[str, subprocess.Popen], args: argparse.Namespace, speed: float
+) -> list[ReceivedAlert]:
     sub = AlertSubscriber(url, token=token)
     received: list[ReceivedAlert] = []
     nodes_done_at: float | None = None
@@ -169,16 +213,22 @@ def _summarise(received: list[ReceivedAlert], node_status: dict[str, int], scena
         for name, ns in item.latencies_ns().items():
             hops[name].append(ns / 1e6)
     print()
-    print(f"{len(received)} alerts, {len(by_event)} event(s) for {len(scenario.missiles)} missile(s)")
+    print(
+        f"{len(received)} alerts, {len(by_event)} event(s) for {len(scenario.missiles)} missile(s)"
+    )
     for event_id, e in sorted(by_event.items()):
-        kinds = ", ".join(k.value for k in AlertKind if k in e["kinds"] and k != AlertKind.TRACK_UPDATE)
+        kinds = ", ".join(
+            k.value for k in AlertKind if k in e["kinds"] and k != AlertKind.TRACK_UPDATE
+        )
         print(f"  event {event_id}: seen by {'+'.join(sorted(e['nations']))}: {kinds}")
     print()
     print(f"{'hop':34s} {'p50 ms':>9s} {'p99 ms':>9s} {'n':>7s}")
     for name in [h[0] for h in HOPS] + ["end_to_end"]:
         values = sorted(hops.get(name, []))
         if values:
-            print(f"{name:34s} {percentile(values, 50):9.2f} {percentile(values, 99):9.2f} {len(values):7d}")
+            print(
+                f"{name:34s} {percentile(values, 50):9.2f} {percentile(values, 99):9.2f} {len(values):7d}"
+            )
     ok = True
     for nation, status in node_status.items():
         if status != 0:

@@ -110,7 +110,9 @@ def aer_to_enu(az_deg: ArrayLike, el_deg: ArrayLike, range_m: ArrayLike) -> NDAr
     return np.stack(np.broadcast_arrays(horiz * np.sin(az), horiz * np.cos(az), r * np.sin(el)), -1)
 
 
-def great_circle_distance_m(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float) -> float:
+def great_circle_distance_m(
+    lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float
+) -> float:
     """Haversine distance on the mean sphere (m); good to ~0.5% against the ellipsoid."""
     p1, p2 = math.radians(lat1_deg), math.radians(lat2_deg)
     dp = p2 - p1
@@ -119,7 +121,9 @@ def great_circle_distance_m(lat1_deg: float, lon1_deg: float, lat2_deg: float, l
     return 2.0 * MEAN_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
-def initial_bearing_deg(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float) -> float:
+def initial_bearing_deg(
+    lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float
+) -> float:
     """Initial great-circle bearing from point 1 to point 2, degrees clockwise from north."""
     p1, p2 = math.radians(lat1_deg), math.radians(lat2_deg)
     dl = math.radians(lon2_deg - lon1_deg)
@@ -128,14 +132,18 @@ def initial_bearing_deg(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_
     return math.degrees(math.atan2(y, x)) % 360.0
 
 
-def destination_point(lat_deg: float, lon_deg: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
+def destination_point(
+    lat_deg: float, lon_deg: float, bearing_deg: float, distance_m: float
+) -> tuple[float, float]:
     """Point reached from (lat, lon) along a great circle at a bearing (sphere)."""
     p1 = math.radians(lat_deg)
     l1 = math.radians(lon_deg)
     b = math.radians(bearing_deg)
     d = distance_m / MEAN_RADIUS_M
     p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
-    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    l2 = l1 + math.atan2(
+        math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2)
+    )
     return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0
 
 

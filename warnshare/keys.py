@@ -8,7 +8,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="keys_command", metavar="ACTION")
-    init = sub.add_parser("init", help="create one Ed25519 key per nation, a token per consumer and trust.json")
+    init = sub.add_parser(
+        "init", help="create one Ed25519 key per nation, a token per consumer and trust.json"
+    )
     init.add_argument("directory", help="where to write the keys (created if missing)")
     init.add_argument("--force", action="store_true", help="overwrite an existing key set")
 

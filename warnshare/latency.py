@@ -57,7 +57,10 @@ class ClockOffsetEstimator:
 
     def add(self, sample: ClockSample) -> None:
         best = self._best
-        if best is not None and abs(sample.offset_ns - best.offset_ns) > self.STEP_NS + sample.rtt_ns + best.rtt_ns:
+        if (
+            best is not None
+            and abs(sample.offset_ns - best.offset_ns) > self.STEP_NS + sample.rtt_ns + best.rtt_ns
+        ):
             self._disagreeing += 1
             if self._disagreeing >= 2:
                 last = self._samples[-1]

@@ -55,7 +55,12 @@ log = logging.getLogger("warnshare.node")
 
 #: Errors after which reconnecting cannot help: the node is misconfigured.
 FATAL_CODES = frozenset(
-    {ErrorCode.AUTH_FAILED, ErrorCode.NATION_MISMATCH, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SCHEMA_INVALID}
+    {
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.NATION_MISMATCH,
+        ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.SCHEMA_INVALID,
+    }
 )
 
 
@@ -105,7 +110,9 @@ class NodePublisher:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if key is not None and key.nation != nation:
-            raise ValueError(f"the key is {key.nation.value}'s, this node speaks for {nation.value}")
+            raise ValueError(
+                f"the key is {key.nation.value}'s, this node speaks for {nation.value}"
+            )
         self.url = ingest_url(relay_url)
         self.key = key
         self.ssl_context = ssl_context
@@ -173,7 +180,11 @@ class NodePublisher:
             first = False
             try:
                 async with websockets.connect(
-                    self.url, compression=None, max_size=1 << 20, open_timeout=5, close_timeout=2,
+                    self.url,
+                    compression=None,
+                    max_size=1 << 20,
+                    open_timeout=5,
+                    close_timeout=2,
                     ssl=self.ssl_context if self.url.startswith("wss:") else None,
                 ) as ws:
                     self._ws = ws
@@ -211,7 +222,13 @@ class NodePublisher:
                 if isinstance(msg, Ack):
                     self._on_acked(msg.acked_seq)
                 elif isinstance(msg, TimeRequest):
-                    await ws.send(encode(TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received, t3_ns=self.clock())))
+                    await ws.send(
+                        encode(
+                            TimeReply(
+                                id=msg.id, t1_ns=msg.t1_ns, t2_ns=received, t3_ns=self.clock()
+                            )
+                        )
+                    )
                     synced.set()
                 elif isinstance(msg, ErrorMessage):
                     self._handle_error(msg)
@@ -243,7 +260,13 @@ class NodePublisher:
             nonce = os.urandom(16)
             signature = self.key.sign(hello_message(self.nation.value, self.node_id, sent, nonce))
             auth = Auth(scheme="ed25519", key_id=self.key.key_id, nonce=nonce, signature=signature)
-        return Hello(protocol_version=PROTOCOL_VERSION, nation=self.nation, node_id=self.node_id, sent_ns=sent, auth=auth)
+        return Hello(
+            protocol_version=PROTOCOL_VERSION,
+            nation=self.nation,
+            node_id=self.node_id,
+            sent_ns=sent,
+            auth=auth,
+        )
 
     def _batch_frame(self, batch: ReportBatch) -> bytes:
         payload = encode(batch)
@@ -272,7 +295,9 @@ class NodePublisher:
 # --------------------------------------------------------------------- scenario playback
 
 
-def report_from_update(u, seq: int, measured_ns: int, skew_ns: int, data_mode: DataMode) -> TrackReport:
+def report_from_update(
+    u, seq: int, measured_ns: int, skew_ns: int, data_mode: DataMode
+) -> TrackReport:
     """A wire report from one simulator track update (skew: the node clock's error)."""
 
     def ground(est: dict | None) -> GroundEstimate | None:
@@ -366,7 +391,13 @@ async def play_scenario(
         for f in active("link_delay", sim_now):
             await asyncio.sleep(f.params.get("delay_ms", 0.0) / 1e3)
         reports = [
-            report_from_update(u, publisher.next_seq(), wall(u.time_of_validity_ns) + clock.skew_ns, clock.skew_ns, data_mode)
+            report_from_update(
+                u,
+                publisher.next_seq(),
+                wall(u.time_of_validity_ns) + clock.skew_ns,
+                clock.skew_ns,
+                data_mode,
+            )
             for u in group
         ]
         publisher.submit(reports)
@@ -383,26 +414,68 @@ async def play_scenario(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nation", default=env_str("NATION", ""), choices=[n.value for n in NATIONS], help="WARNSHARE_NATION")
-    parser.add_argument("--relay", default=env_str("RELAY", "ws://127.0.0.1:8000"), help="relay URL (WARNSHARE_RELAY)")
-    parser.add_argument("--scenario", default=env_str("SCENARIO", "hwasong17-2022-11-18"), help="scenario name or .toml path (WARNSHARE_SCENARIO)")
-    parser.add_argument("--speed", type=float, default=env_float("SPEED", 1.0), help="simulated seconds per wall second (WARNSHARE_SPEED)")
+    parser.add_argument(
+        "--nation",
+        default=env_str("NATION", ""),
+        choices=[n.value for n in NATIONS],
+        help="WARNSHARE_NATION",
+    )
+    parser.add_argument(
+        "--relay",
+        default=env_str("RELAY", "ws://127.0.0.1:8000"),
+        help="relay URL (WARNSHARE_RELAY)",
+    )
+    parser.add_argument(
+        "--scenario",
+        default=env_str("SCENARIO", "hwasong17-2022-11-18"),
+        help="scenario name or .toml path (WARNSHARE_SCENARIO)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=env_float("SPEED", 1.0),
+        help="simulated seconds per wall second (WARNSHARE_SPEED)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--node-id", default=None, help="default: <nation>-node")
-    parser.add_argument("--start-at", type=float, default=None, help="UNIX time (s) at which scenario t=0 plays; default: now + 1 s")
-    parser.add_argument("--clock-skew-s", type=float, default=env_float("CLOCK_SKEW_S", 0.0), help="make this node's clock wrong by this much (fault injection)")
-    parser.add_argument("--keys-dir", default=env_str("KEYS_DIR", ""), help="sign with <dir>/<nation>.key from `warnshare keys init` (WARNSHARE_KEYS_DIR)")
-    parser.add_argument("--key", default=env_str("KEY", ""), help="sign with this key file (WARNSHARE_KEY)")
-    parser.add_argument("--ca", default=env_str("CA", ""), help="CA certificate (PEM) to trust for wss:// (WARNSHARE_CA)")
+    parser.add_argument(
+        "--start-at",
+        type=float,
+        default=None,
+        help="UNIX time (s) at which scenario t=0 plays; default: now + 1 s",
+    )
+    parser.add_argument(
+        "--clock-skew-s",
+        type=float,
+        default=env_float("CLOCK_SKEW_S", 0.0),
+        help="make this node's clock wrong by this much (fault injection)",
+    )
+    parser.add_argument(
+        "--keys-dir",
+        default=env_str("KEYS_DIR", ""),
+        help="sign with <dir>/<nation>.key from `warnshare keys init` (WARNSHARE_KEYS_DIR)",
+    )
+    parser.add_argument(
+        "--key", default=env_str("KEY", ""), help="sign with this key file (WARNSHARE_KEY)"
+    )
+    parser.add_argument(
+        "--ca",
+        default=env_str("CA", ""),
+        help="CA certificate (PEM) to trust for wss:// (WARNSHARE_CA)",
+    )
     parser.add_argument("--data-mode", default="SIMULATED", choices=[m.value for m in DataMode])
     parser.add_argument("--loop", action="store_true", help="play the scenario again and again")
     parser.add_argument("--log-level", default=env_str("LOG_LEVEL", "info"))
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.nation:
-        raise SystemExit("warnshare node: --nation (or WARNSHARE_NATION) is required: USA, JPN or KOR")
+        raise SystemExit(
+            "warnshare node: --nation (or WARNSHARE_NATION) is required: USA, JPN or KOR"
+        )
     if args.speed <= 0:
         raise SystemExit("warnshare node: --speed must be > 0")
     try:
@@ -413,7 +486,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_node_key(args: argparse.Namespace, nation: Nation) -> NodeKey | None:
-    path = args.key or (os.path.join(args.keys_dir, f"{nation.value.lower()}.key") if args.keys_dir else "")
+    path = args.key or (
+        os.path.join(args.keys_dir, f"{nation.value.lower()}.key") if args.keys_dir else ""
+    )
     if not path:
         return None
     try:
@@ -421,7 +496,9 @@ def load_node_key(args: argparse.Namespace, nation: Nation) -> NodeKey | None:
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"warnshare node: cannot load the signing key {path}: {exc}") from None
     if key.nation != nation:
-        raise SystemExit(f"warnshare node: {path} is {key.nation.value}'s key, not {nation.value}'s")
+        raise SystemExit(
+            f"warnshare node: {path} is {key.nation.value}'s key, not {nation.value}'s"
+        )
     return key
 
 
@@ -437,7 +514,13 @@ async def _main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     result = simulate(scenario, seed=args.seed, nations=[nation.value])
     updates = result.national_tracks.get(nation.value, [])
-    log.info("%s: scenario %s simulated in %.1f s: %d track updates", node_id, scenario.name, time.monotonic() - t0, len(updates))
+    log.info(
+        "%s: scenario %s simulated in %.1f s: %d track updates",
+        node_id,
+        scenario.name,
+        time.monotonic() - t0,
+        len(updates),
+    )
     clock = NodeClock(int(args.clock_skew_s * 1e9))
     key = load_node_key(args, nation)
     ctx = ssl.create_default_context(cafile=args.ca) if args.ca else None
@@ -464,7 +547,13 @@ async def _main(args: argparse.Namespace) -> int:
                 play.cancel()
                 link.result()  # raises NodeRejected
             res = play.result()
-            log.info("%s: published %d reports (%d dropped in outages), all acked: %s", node_id, res.published, res.dropped_in_outage, res.acked)
+            log.info(
+                "%s: published %d reports (%d dropped in outages), all acked: %s",
+                node_id,
+                res.published,
+                res.dropped_in_outage,
+                res.acked,
+            )
             if not args.loop:
                 return 0 if res.acked else 1
             start_wall = time.time_ns() + 2_000_000_000
@@ -474,4 +563,11 @@ async def _main(args: argparse.Namespace) -> int:
             await link
 
 
-__all__ = ["NodePublisher", "NodeRejected", "NodeClock", "play_scenario", "report_from_update", "ProtocolError"]
+__all__ = [
+    "NodePublisher",
+    "NodeRejected",
+    "NodeClock",
+    "play_scenario",
+    "report_from_update",
+    "ProtocolError",
+]

@@ -414,9 +414,13 @@ def encode_json(message: BaseModel) -> str:
 def unpack(data: bytes) -> Any:
     """msgpack bytes to Python objects, refusing what is not a well-formed map."""
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_NODE_FRAME_BYTES)
+        obj = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, max_bin_len=MAX_NODE_FRAME_BYTES
+        )
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"frame is not valid msgpack: {exc}") from None
+        raise ProtocolError(
+            ErrorCode.MALFORMED_FRAME, f"frame is not valid msgpack: {exc}"
+        ) from None
     if not isinstance(obj, dict):
         raise ProtocolError(
             ErrorCode.MALFORMED_FRAME, f"frame must be a msgpack map, got {type(obj).__name__}"
@@ -460,7 +464,9 @@ def decode_subscriber_message(data: bytes | str) -> TimeRequest:
         try:
             obj = json.loads(data)
         except ValueError as exc:
-            raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"frame is not valid JSON: {exc}") from None
+            raise ProtocolError(
+                ErrorCode.MALFORMED_FRAME, f"frame is not valid JSON: {exc}"
+            ) from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.MALFORMED_FRAME, "frame must be a JSON object")
         return _validate(_subscriber_adapter, obj)

@@ -111,7 +111,9 @@ class AlertSubscriber:
                     compression=None,
                     max_size=64 << 20,
                     open_timeout=5,
-                    additional_headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
+                    additional_headers={"Authorization": f"Bearer {self.token}"}
+                    if self.token
+                    else None,
                     ssl=self.ssl_context if url.startswith("wss:") else None,
                 ) as ws:
                     async for item in self._session(ws):
@@ -148,7 +150,9 @@ class AlertSubscriber:
                     received = t4 + self.clock.offset_ns
                     for i, alert in enumerate(msg.alerts):
                         self.last_alert_id = alert.alert_id
-                        yield ReceivedAlert(alert, msg.relay_sent_ns, received, msg.conflated if i == 0 else 0)
+                        yield ReceivedAlert(
+                            alert, msg.relay_sent_ns, received, msg.conflated if i == 0 else 0
+                        )
                 elif isinstance(msg, TimeReply):
                     t1 = pending.pop(msg.id, None)
                     if t1 == msg.t1_ns:
@@ -189,15 +193,32 @@ def alert_json(item: ReceivedAlert) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", nargs="?", default=env_str("RELAY", "ws://127.0.0.1:8000"), help="relay URL, e.g. ws://127.0.0.1:8000 (WARNSHARE_RELAY)")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default=env_str("RELAY", "ws://127.0.0.1:8000"),
+        help="relay URL, e.g. ws://127.0.0.1:8000 (WARNSHARE_RELAY)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
-    parser.add_argument("--since", type=int, default=None, help="replay every alert after this alert id first")
+    parser.add_argument(
+        "--since", type=int, default=None, help="replay every alert after this alert id first"
+    )
     parser.add_argument("--count", type=int, default=None, help="exit after this many alerts")
     parser.add_argument("--no-updates", action="store_true", help="hide TRACK_UPDATE alerts")
     parser.add_argument("--timeout", type=float, default=None, help="exit after this many seconds")
-    parser.add_argument("--token", default=env_str("TOKEN", ""), help="subscriber token (WARNSHARE_TOKEN)")
-    parser.add_argument("--token-file", default=env_str("TOKEN_FILE", ""), help="read the token from this file (WARNSHARE_TOKEN_FILE)")
-    parser.add_argument("--ca", default=env_str("CA", ""), help="CA certificate (PEM) to trust for wss:// (WARNSHARE_CA)")
+    parser.add_argument(
+        "--token", default=env_str("TOKEN", ""), help="subscriber token (WARNSHARE_TOKEN)"
+    )
+    parser.add_argument(
+        "--token-file",
+        default=env_str("TOKEN_FILE", ""),
+        help="read the token from this file (WARNSHARE_TOKEN_FILE)",
+    )
+    parser.add_argument(
+        "--ca",
+        default=env_str("CA", ""),
+        help="CA certificate (PEM) to trust for wss:// (WARNSHARE_CA)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

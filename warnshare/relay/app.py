@@ -18,7 +18,14 @@ from typing import Any
 
 from fastapi import FastAPI, Query, WebSocket
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from warnshare.auth import DEFAULT_TIME_WINDOW_NS, Consumer, ReplayGuard, TrustStore
@@ -91,19 +98,52 @@ class RelayMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.reports = Counter("warnshare_reports_accepted", "Reports accepted", ["nation"], registry=r)
-        self.duplicates = Counter("warnshare_reports_duplicate", "Re-sent reports dropped as duplicates", registry=r)
-        self.rejected = Counter("warnshare_frames_rejected", "Frames or connections refused, by error code", ["code"], registry=r)
+        self.reports = Counter(
+            "warnshare_reports_accepted", "Reports accepted", ["nation"], registry=r
+        )
+        self.duplicates = Counter(
+            "warnshare_reports_duplicate", "Re-sent reports dropped as duplicates", registry=r
+        )
+        self.rejected = Counter(
+            "warnshare_frames_rejected",
+            "Frames or connections refused, by error code",
+            ["code"],
+            registry=r,
+        )
         self.alerts = Counter("warnshare_alerts", "Alerts issued", ["kind"], registry=r)
-        self.engine_errors = Counter("warnshare_engine_errors", "Reports the fusion engine failed on", registry=r)
-        self.conflated = Counter("warnshare_alerts_conflated", "TRACK_UPDATEs conflated for slow subscribers", registry=r)
-        self.slow_closed = Counter("warnshare_subscribers_closed_slow", "Subscribers closed as too slow", registry=r)
+        self.engine_errors = Counter(
+            "warnshare_engine_errors", "Reports the fusion engine failed on", registry=r
+        )
+        self.conflated = Counter(
+            "warnshare_alerts_conflated", "TRACK_UPDATEs conflated for slow subscribers", registry=r
+        )
+        self.slow_closed = Counter(
+            "warnshare_subscribers_closed_slow", "Subscribers closed as too slow", registry=r
+        )
         self.nodes = Gauge("warnshare_nodes_connected", "Node connections open", registry=r)
-        self.subscribers = Gauge("warnshare_subscribers_connected", "Subscriber connections open", registry=r)
-        self.clock_offset = Gauge("warnshare_node_clock_offset_seconds", "Node clock minus relay clock", ["node_id"], registry=r)
-        self.clock_rtt = Gauge("warnshare_node_clock_rtt_seconds", "Round trip of the best clock sample", ["node_id"], registry=r)
-        self.replayed_inputs = Gauge("warnshare_journal_replayed_inputs", "Journal inputs replayed at start-up", registry=r)
-        self.replay_mismatches = Gauge("warnshare_journal_replay_mismatches", "Replayed alerts that differ from the journal", registry=r)
+        self.subscribers = Gauge(
+            "warnshare_subscribers_connected", "Subscriber connections open", registry=r
+        )
+        self.clock_offset = Gauge(
+            "warnshare_node_clock_offset_seconds",
+            "Node clock minus relay clock",
+            ["node_id"],
+            registry=r,
+        )
+        self.clock_rtt = Gauge(
+            "warnshare_node_clock_rtt_seconds",
+            "Round trip of the best clock sample",
+            ["node_id"],
+            registry=r,
+        )
+        self.replayed_inputs = Gauge(
+            "warnshare_journal_replayed_inputs", "Journal inputs replayed at start-up", registry=r
+        )
+        self.replay_mismatches = Gauge(
+            "warnshare_journal_replay_mismatches",
+            "Replayed alerts that differ from the journal",
+            registry=r,
+        )
         self.ingest_seconds = Histogram(
             "warnshare_batch_processing_seconds",
             "Receipt of a report batch to its alerts handed to the hub",
@@ -121,7 +161,9 @@ class Relay:
         self.nodes = NodeRegistry()
         self.metrics = RelayMetrics()
         self.journal = Journal(config.journal_path) if config.journal_path else None
-        self.hub = Hub(ring_size=config.ring_size, older=self._older_alerts if self.journal else None)
+        self.hub = Hub(
+            ring_size=config.ring_size, older=self._older_alerts if self.journal else None
+        )
         self.replay_guards: dict[str, ReplayGuard] = {}
         self.connections = 0
         self.started_ns = time.time_ns()
@@ -138,7 +180,9 @@ class Relay:
         accepted = accept_batch(link, batch, offset)
         encoded: list[EncodedAlert] = []
         if accepted.reports:
-            alerts = self._fuse(link, accepted.reports, accepted.node_sent_ns, received_ns, offset, rtt)
+            alerts = self._fuse(
+                link, accepted.reports, accepted.node_sent_ns, received_ns, offset, rtt
+            )
             fused_ns = time.time_ns()
             encoded = self._stamp(alerts, fused_ns)
             if self.journal:
@@ -161,7 +205,15 @@ class Relay:
         self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
         return Ack(acked_seq=accepted.acked_seq, relay_received_ns=received_ns)
 
-    def _fuse(self, link: NodeLink, reports: list, node_sent_ns: int, received_ns: int, offset: int, rtt: int) -> list[Alert]:
+    def _fuse(
+        self,
+        link: NodeLink,
+        reports: list,
+        node_sent_ns: int,
+        received_ns: int,
+        offset: int,
+        rtt: int,
+    ) -> list[Alert]:
         alerts: list[Alert] = []
         for report in reports:
             try:
@@ -196,7 +248,9 @@ class Relay:
         encoded = self._stamp(alerts, time.time_ns())
         if self.journal:
             # every tick is an input: replay needs them all, alerts or not, to rebuild the state
-            self.journal.record_tick(now, encoded[0].alert.hops.fused_ns if encoded else now, encoded)
+            self.journal.record_tick(
+                now, encoded[0].alert.hops.fused_ns if encoded else now, encoded
+            )
         self.hub.fan_out(encoded)
 
     # -- restart ------------------------------------------------------------------------
@@ -214,11 +268,18 @@ class Relay:
                 except Exception:
                     alerts = []
             else:
-                link = self.nodes.links.get(rec.node_id) or self.nodes.restore(rec.node_id, rec.nation)
+                link = self.nodes.links.get(rec.node_id) or self.nodes.restore(
+                    rec.node_id, rec.nation
+                )
                 batch = ReportBatch.model_validate(unpack(rec.payload))
                 accepted = accept_batch(link, batch, rec.clock_offset_ns)
                 alerts = self._fuse(
-                    link, accepted.reports, accepted.node_sent_ns, rec.received_ns, rec.clock_offset_ns, rec.clock_rtt_ns
+                    link,
+                    accepted.reports,
+                    accepted.node_sent_ns,
+                    rec.received_ns,
+                    rec.clock_offset_ns,
+                    rec.clock_rtt_ns,
                 )
             for a in alerts:
                 a.hops.fused_ns = rec.fused_ns
@@ -232,7 +293,11 @@ class Relay:
         if inputs:
             log.warning(
                 "journal %s: replayed %d inputs, %d alerts (last alert id %d), %d mismatches",
-                self.config.journal_path, inputs, len(stored), self.hub.last_alert_id, mismatches,
+                self.config.journal_path,
+                inputs,
+                len(stored),
+                self.hub.last_alert_id,
+                mismatches,
             )
 
     def _older_alerts(self, after_alert_id: int) -> list[EncodedAlert]:
@@ -271,7 +336,8 @@ class _Conn:
         """Send the error frame, then close with its code; never hang on a peer that stopped reading."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
-                self.send(ErrorMessage(code=error.code, message=error.message, seq=error.seq)), timeout_s
+                self.send(ErrorMessage(code=error.code, message=error.message, seq=error.seq)),
+                timeout_s,
             )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
@@ -354,14 +420,21 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(
+            generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     @contextlib.asynccontextmanager
     async def admitted(ws: WebSocket, conn: _Conn) -> AsyncIterator[bool]:
         """Count the connection; refuse it over the cap."""
         if relay.connections >= relay.config.max_connections:
             relay.metrics.rejected.labels(ErrorCode.RATE_LIMITED.value).inc()
-            await conn.fail(ProtocolError(ErrorCode.RATE_LIMITED, f"the relay holds {relay.connections} connections, its limit"))
+            await conn.fail(
+                ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"the relay holds {relay.connections} connections, its limit",
+                )
+            )
             yield False
             return
         relay.connections += 1
@@ -401,7 +474,9 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     link: NodeLink | None = None
     clock_task: asyncio.Task | None = None
     pending: dict[int, int] = {}  # time request id -> t1
-    limit = TokenBucket(relay.config.node_frames_per_s, relay.config.node_frames_burst, time.time_ns())
+    limit = TokenBucket(
+        relay.config.node_frames_per_s, relay.config.node_frames_burst, time.time_ns()
+    )
     relay.metrics.nodes.inc()
     try:
         data = await _receive(ws)
@@ -416,16 +491,25 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
         old = link.connection
         link.connection = conn
         if isinstance(old, _Conn):
-            asyncio.create_task(old.fail(ProtocolError(ErrorCode.SUPERSEDED, "a newer connection took over")))
+            asyncio.create_task(
+                old.fail(ProtocolError(ErrorCode.SUPERSEDED, "a newer connection took over"))
+            )
         await conn.send(Welcome(relay_time_ns=time.time_ns(), last_acked_seq=link.last_seq))
-        log.info("node %s (%s) connected, resuming after seq %d", link.node_id, link.nation.value, link.last_seq)
+        log.info(
+            "node %s (%s) connected, resuming after seq %d",
+            link.node_id,
+            link.nation.value,
+            link.last_seq,
+        )
 
         async def clock_exchange() -> None:
             for n in range(1, 1 << 62):
                 t1 = time.time_ns()
                 pending[n] = t1
                 await conn.send(TimeRequest(id=n, t1_ns=t1))
-                await asyncio.sleep(0.05 if n < relay.config.clock_burst else relay.config.clock_period_s)
+                await asyncio.sleep(
+                    0.05 if n < relay.config.clock_burst else relay.config.clock_period_s
+                )
 
         clock_task = asyncio.create_task(clock_exchange())
         while True:
@@ -434,7 +518,10 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
             if data is None:
                 return
             if not limit.take(received_ns):
-                raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {relay.config.node_frames_per_s:.0f} frames/s")
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {relay.config.node_frames_per_s:.0f} frames/s",
+                )
             msg = _decode_node(data)
             if isinstance(msg, (ReportBatch, SignedBatch)):
                 batch, payload = _open_batch(relay, link, msg, data, received_ns)
@@ -451,7 +538,9 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
                     relay.metrics.clock_offset.labels(link.node_id).set(link.clock.offset_ns / 1e9)
                     relay.metrics.clock_rtt.labels(link.node_id).set(link.clock.rtt_ns / 1e9)
             elif isinstance(msg, TimeRequest):
-                await conn.send(TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns()))
+                await conn.send(
+                    TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns())
+                )
             else:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "hello may be sent only once")
     except ProtocolError as exc:
@@ -479,22 +568,34 @@ def _authenticate_hello(relay: Relay, hello: Hello) -> str | None:
     auth = hello.auth
     if auth.scheme != "ed25519":
         raise ProtocolError(ErrorCode.AUTH_FAILED, "this relay requires ed25519-signed hellos")
-    trust.verify_hello(hello.nation, hello.node_id, hello.sent_ns, auth.key_id, auth.nonce, auth.signature)
-    relay.replay_guard(hello.node_id).check(b"hello\0" + auth.nonce, hello.sent_ns, time.time_ns(), "hello")
+    trust.verify_hello(
+        hello.nation, hello.node_id, hello.sent_ns, auth.key_id, auth.nonce, auth.signature
+    )
+    relay.replay_guard(hello.node_id).check(
+        b"hello\0" + auth.nonce, hello.sent_ns, time.time_ns(), "hello"
+    )
     return auth.key_id
 
 
-def _open_batch(relay: Relay, link: NodeLink, msg: ReportBatch | SignedBatch, data: bytes, received_ns: int) -> tuple[ReportBatch, bytes]:
+def _open_batch(
+    relay: Relay, link: NodeLink, msg: ReportBatch | SignedBatch, data: bytes, received_ns: int
+) -> tuple[ReportBatch, bytes]:
     """The batch inside a frame and the bytes to journal; checks signature and replay."""
     trust = relay.config.trust
     if isinstance(msg, ReportBatch):
         if trust is not None:
-            raise ProtocolError(ErrorCode.AUTH_FAILED, "this relay accepts only signed_batch frames")
+            raise ProtocolError(
+                ErrorCode.AUTH_FAILED, "this relay accepts only signed_batch frames"
+            )
         return msg, data
     if trust is None:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "this relay has no trust store; send report_batch frames")
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "this relay has no trust store; send report_batch frames"
+        )
     if msg.key_id != link.key_id:
-        raise ProtocolError(ErrorCode.AUTH_FAILED, f"batch signed with key {msg.key_id}, hello used {link.key_id}")
+        raise ProtocolError(
+            ErrorCode.AUTH_FAILED, f"batch signed with key {msg.key_id}, hello used {link.key_id}"
+        )
     trust.verify_batch(link.nation, msg.key_id, link.node_id, msg.payload, msg.signature)
     inner = decode_node_message(msg.payload)
     if not isinstance(inner, ReportBatch):
@@ -507,7 +608,9 @@ def _open_batch(relay: Relay, link: NodeLink, msg: ReportBatch | SignedBatch, da
 
 def _decode_node(data: bytes | str) -> Any:
     if isinstance(data, str):
-        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "node frames must be binary msgpack, not text")
+        raise ProtocolError(
+            ErrorCode.MALFORMED_FRAME, "node frames must be binary msgpack, not text"
+        )
     return decode_node_message(data)
 
 
@@ -519,7 +622,9 @@ async def _subscriber_session(
 ) -> None:
     try:
         if fmt not in ("msgpack", "json"):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"format must be msgpack or json, not {fmt!r}")
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"format must be msgpack or json, not {fmt!r}"
+            )
         if since is not None and since < 0:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "since must be >= 0")
         consumer = _authenticate_subscriber(relay, ws, token)
@@ -530,10 +635,17 @@ async def _subscriber_session(
     await conn.send(Welcome(relay_time_ns=time.time_ns(), last_alert_id=relay.hub.last_alert_id))
     backlog = relay.hub.snapshot() if since is None else relay.hub.since(since)
     if backlog is None:
-        await conn.fail(ProtocolError(ErrorCode.BAD_REQUEST, f"since={since} is older than the alerts this relay still holds"))
+        await conn.fail(
+            ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"since={since} is older than the alerts this relay still holds",
+            )
+        )
         return
     sub = Subscriber(
-        name=consumer.name if consumer else (f"{ws.client.host}:{ws.client.port}" if ws.client else "?"),
+        name=consumer.name
+        if consumer
+        else (f"{ws.client.host}:{ws.client.port}" if ws.client else "?"),
         fmt=fmt,
         nation=consumer.nation if consumer else None,
         send=conn.send_raw,
@@ -586,7 +698,9 @@ def _authenticate_subscriber(relay: Relay, ws: WebSocket, token: str | None) -> 
 
 async def _subscriber_reader(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     """Answer a subscriber's clock requests; return when it goes away."""
-    limit = TokenBucket(relay.config.subscriber_frames_per_s, relay.config.subscriber_frames_burst, time.time_ns())
+    limit = TokenBucket(
+        relay.config.subscriber_frames_per_s, relay.config.subscriber_frames_burst, time.time_ns()
+    )
     while True:
         try:
             data = await _receive(ws)
@@ -596,11 +710,19 @@ async def _subscriber_reader(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
         if data is None:
             return
         if len(data) > MAX_SUBSCRIBER_FRAME_BYTES:
-            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"subscriber frames are limited to {MAX_SUBSCRIBER_FRAME_BYTES} bytes")
+            raise ProtocolError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"subscriber frames are limited to {MAX_SUBSCRIBER_FRAME_BYTES} bytes",
+            )
         if not limit.take(received_ns):
-            raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {relay.config.subscriber_frames_per_s:.0f} frames/s")
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {relay.config.subscriber_frames_per_s:.0f} frames/s",
+            )
         msg = decode_subscriber_message(data)
-        await conn.send(TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns()))
+        await conn.send(
+            TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns())
+        )
 
 
 __all__ = ["RelayConfig", "Relay", "create_app"]

@@ -31,7 +31,16 @@ _K_CONFLATED = _PACKER.pack("conflated")
 class EncodedAlert:
     """An alert with its msgpack bytes made once; JSON made once, on first demand."""
 
-    __slots__ = ("alert", "alert_id", "event_id", "kind", "critical", "releasable", "msgpack", "_json")
+    __slots__ = (
+        "alert",
+        "alert_id",
+        "event_id",
+        "kind",
+        "critical",
+        "releasable",
+        "msgpack",
+        "_json",
+    )
 
     def __init__(self, alert: Alert, msgpack_bytes: bytes | None = None) -> None:
         self.alert = alert
@@ -149,7 +158,9 @@ class Subscriber:
 class Hub:
     """All subscribers, the recent-alert ring for ``since=`` and the last-value cache per event."""
 
-    def __init__(self, *, ring_size: int = 200_000, max_events_cached: int = 1000, older=None) -> None:
+    def __init__(
+        self, *, ring_size: int = 200_000, max_events_cached: int = 1000, older=None
+    ) -> None:
         self.max_events_cached = max_events_cached
         #: ``older(after_alert_id) -> list[EncodedAlert]``: alerts the ring no longer holds.
         self.older = older

@@ -81,7 +81,17 @@ class Journal:
             self.db.execute(
                 "INSERT INTO inputs (kind, node_id, nation, payload, first_seq, last_seq, clock_offset_ns,"
                 " clock_rtt_ns, received_ns, fused_ns) VALUES ('batch', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (node_id, nation, payload, first_seq, last_seq, clock_offset_ns, clock_rtt_ns, received_ns, fused_ns),
+                (
+                    node_id,
+                    nation,
+                    payload,
+                    first_seq,
+                    last_seq,
+                    clock_offset_ns,
+                    clock_rtt_ns,
+                    received_ns,
+                    fused_ns,
+                ),
             )
             self._insert_alerts(alerts)
 
@@ -120,7 +130,9 @@ class Journal:
         for row in cur:
             yield InputRecord(*row)
 
-    def alert_bodies(self, after_alert_id: int = 0, limit: int | None = None) -> list[tuple[int, bytes]]:
+    def alert_bodies(
+        self, after_alert_id: int = 0, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
         sql = "SELECT alert_id, body FROM alerts WHERE alert_id > ? ORDER BY alert_id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"

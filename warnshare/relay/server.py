@@ -10,8 +10,12 @@ from warnshare.protocol import MAX_NODE_FRAME_BYTES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=env_str("HOST", "127.0.0.1"), help="bind address (WARNSHARE_HOST)")
-    parser.add_argument("--port", type=int, default=env_int("PORT", 8000), help="port (WARNSHARE_PORT)")
+    parser.add_argument(
+        "--host", default=env_str("HOST", "127.0.0.1"), help="bind address (WARNSHARE_HOST)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=env_int("PORT", 8000), help="port (WARNSHARE_PORT)"
+    )
     parser.add_argument(
         "--time-scale",
         type=float,
@@ -29,9 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_str("TRUST_STORE", ""),
         help="trust.json from `warnshare keys init`: nodes must sign, subscribers need a token (WARNSHARE_TRUST_STORE)",
     )
-    parser.add_argument("--tls-cert", default=env_str("TLS_CERT", ""), help="PEM certificate: serve wss:// and https://")
-    parser.add_argument("--tls-key", default=env_str("TLS_KEY", ""), help="PEM private key of --tls-cert")
-    parser.add_argument("--log-level", default=env_str("LOG_LEVEL", "info"), help="WARNSHARE_LOG_LEVEL")
+    parser.add_argument(
+        "--tls-cert",
+        default=env_str("TLS_CERT", ""),
+        help="PEM certificate: serve wss:// and https://",
+    )
+    parser.add_argument(
+        "--tls-key", default=env_str("TLS_KEY", ""), help="PEM private key of --tls-cert"
+    )
+    parser.add_argument(
+        "--log-level", default=env_str("LOG_LEVEL", "info"), help="WARNSHARE_LOG_LEVEL"
+    )
 
 
 def uvicorn_options(host: str, port: int, log_level: str = "info") -> dict:
@@ -64,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from warnshare.auth import TrustStore
     from warnshare.relay.app import RelayConfig, create_app
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.time_scale <= 0:
         raise SystemExit("warnshare relay: --time-scale must be > 0")
     if bool(args.tls_cert) != bool(args.tls_key):
