@@ -290,3 +290,20 @@ def test_cli_writes_json_summary_markdown_and_plots(tmp_path, capsys) -> None:
     assert (tmp_path / "out" / "latency_cdf.png").stat().st_size > 0
     table = capsys.readouterr().out
     assert "rate1000_subs100" in table and "tcp" in table
+
+
+def test_profile_summary_shares_inclusive_and_self_samples() -> None:
+    from warnshare.bench.profile import summarize_collapsed
+
+    lines = [
+        "main (x.py:1);ingest (warnshare/relay/app.py:10);fuse (warnshare/fusion/engine.py:5) 6",
+        "main (x.py:1);writer (warnshare/relay/hub.py:3) 4",
+        "garbage line",
+    ]
+    text = summarize_collapsed(lines)
+    assert text.startswith("10 samples")
+    inclusive, self_part = text.split("self")
+    assert "60.0%  ingest (warnshare/relay/app.py:10)" in inclusive
+    assert "main (x.py:1)" not in inclusive  # in every sample: says nothing
+    assert "40.0%  writer (warnshare/relay/hub.py:3)" in self_part
+    assert summarize_collapsed([]) == "no samples\n"

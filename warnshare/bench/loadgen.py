@@ -188,6 +188,7 @@ class Receiver:
         self.samples = array("q")
         self.delivered = 0
         self.frames = 0
+        self.bytes = 0
         self.conflated = 0
         self.last_recv_ns = 0
         self.closed_code: int | None = None
@@ -214,6 +215,7 @@ class Receiver:
         if self.decoder is None:
             return
         self.frames += 1
+        self.bytes += len(frame)
         self.last_recv_ns = recv_ns
         for idx in self.decoder.forwarded(frame):
             if idx >= 0:
@@ -223,6 +225,7 @@ class Receiver:
         if self.decoder is None:
             return
         self.frames += 1
+        self.bytes += len(payload)
         self.last_recv_ns = recv_ns
         if is_text:
             hits, conflated = self.decoder.json_alert_batch(payload.decode())

@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all results here")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="Markdown report and PNG plots here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--profile", action="store_true",
+                        help="one extra relay run at 1,000 reports/s to 100 subscribers under py-spy; "
+                        "its summary goes to DIR/relay_profile.txt (needs --out and py-spy)")
 
 
 # --------------------------------------------------------------------------- planning
@@ -398,6 +401,28 @@ def run_all(
     return results
 
 
+def profile_relay(args: argparse.Namespace) -> tuple[RunResult | None, str]:
+    """A separate, profiled relay run (its latencies are not used: sampling perturbs them)."""
+    from warnshare.bench.profile import py_spy_path
+
+    if args.out is None:
+        return None, "--profile needs --out DIR"
+    if py_spy_path() is None:
+        return None, "profile skipped: py-spy is not installed (pip install py-spy)"
+    duration = args.duration if args.duration is not None else (1.5 if args.quick else 5.0)
+    warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    spec = RunSpec("profile", "relay", MUST_A[0], MUST_A[1], duration_s=duration, warmup_s=warmup,
+                   missiles=args.missiles, drain_timeout_s=max(3.0, duration))
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.no_progress:
+        print(f"profiling {spec.label} with py-spy ...", file=sys.stderr)
+    res = execute(spec, host=args.host, profile_to=args.out / "relay_profile.txt")
+    if not res.profile:
+        return res, f"profile failed: {res.error or 'py-spy wrote nothing'}"
+    return res, (f"py-spy profile of the relay at {spec.label}: {Path(res.profile).name} "
+                 f"(that run, perturbed by sampling: p99 {res.p99_ms:.1f} ms, relay CPU {res.server_cpu_percent:.0f}%)")
+
+
 def notes_for(results: Sequence[RunResult], systems: Sequence[str], skipped: Sequence[str]) -> list[str]:
     notes = list(skipped)
     lag = [r for r in results if r.ok and r.send_lag.value_at_percentile(99) > 5_000_000]
@@ -445,6 +470,9 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(results, wanted)
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     notes = notes_for(results, wanted, skipped)
+    if args.profile and "relay" in wanted:
+        _, note = profile_relay(args)
+        notes.append(note)
 
     print(report.text_table(results))
     text = report.summary_text(summary)

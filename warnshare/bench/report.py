@@ -75,6 +75,7 @@ def group_row(runs: Sequence[RunResult]) -> dict[str, Any]:
             "server_rss_mb": max(r.server_peak_rss_bytes for r in ok) / 1e6,
             "send_lag_p99_ms": max(r.send_lag.value_at_percentile(99) for r in ok) / 1e6,
             "load_cpu": statistics.median(r.load_cpu_percent for r in ok),
+            "bytes_per_message": statistics.median(r.bytes_per_message for r in ok),
         }
     )
     return row
@@ -82,7 +83,7 @@ def group_row(runs: Sequence[RunResult]) -> dict[str, Any]:
 
 _COLUMNS = (
     "scenario", "system", "rate/s", "subs", "runs", "p50", "p90", "p99", "p99.9", "max",
-    "p99 runs", "delivered", "lost", "dup", "behind", "srv CPU%", "srv RSS MB", "gen lag p99",
+    "p99 runs", "delivered", "lost", "dup", "behind", "srv CPU%", "srv RSS MB", "B/msg", "gen lag p99",
 )
 
 
@@ -103,6 +104,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         f"{row['behind']}/{row['runs'] - row['failed']}",
         f"{row['server_cpu']:.0f}",
         f"{row['server_rss_mb']:.0f}",
+        f"{row['bytes_per_message']:.0f}",
         f"{row['send_lag_p99_ms']:.1f}",
     ]
 
@@ -366,7 +368,9 @@ def write_markdown(
         "Latency is node send (intended, open-loop schedule) to subscriber receive, same host clock, "
         "in milliseconds; every repeat of a point is merged into one histogram. `p99 runs` is the "
         "spread of the per-run p99; `behind` counts runs whose backlog grew or did not drain; "
-        "`gen lag p99` is how late the load generator itself sent (already inside the latency).",
+        "`B/msg` is payload bytes a subscriber received per report delivered (the relay sends "
+        "alerts, the baselines forward the report frames); `gen lag p99` is how late the load "
+        "generator itself sent (already inside the latency).",
         "",
         "## Must show",
         "",

@@ -10,15 +10,18 @@ import asyncio
 import contextlib
 import os
 import resource
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from warnshare.bench.histogram import LatencyHistogram
 from warnshare.bench.loadgen import LoadResult, run_load
+from warnshare.bench.profile import start_py_spy, summarize_collapsed
 from warnshare.bench.servers import ServerProcess
 from warnshare.bench.traffic import Traffic, make_traffic
 
@@ -89,6 +92,8 @@ class RunResult:
     time_requests: int = 0
     publisher_errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    bytes_per_message: float = 0.0  # payload bytes received per delivered report, per subscriber
+    profile: str = ""  # path of the py-spy summary, when the run was profiled
 
     @property
     def percentiles_ms(self) -> dict[str, float]:
@@ -179,8 +184,17 @@ def _reduce(spec: RunSpec, load: LoadResult, res: RunResult) -> None:
     res.fell_behind = growing or res.tail_p50_ns > BEHIND_STANDING_NS or not load.drained
 
 
-def execute(spec: RunSpec, host: str = "127.0.0.1", progress: Callable[[float], None] | None = None) -> RunResult:
-    """Run one spec against a fresh server process; never raises for a failed run."""
+def execute(
+    spec: RunSpec,
+    host: str = "127.0.0.1",
+    progress: Callable[[float], None] | None = None,
+    profile_to: Path | None = None,
+) -> RunResult:
+    """Run one spec against a fresh server process; never raises for a failed run.
+
+    With ``profile_to``, py-spy samples the server through the schedule and a summary of
+    where it spent its time is written there (the raw stacks next to it).
+    """
     res = RunResult(spec=spec)
     t_wall = time.monotonic()
     with contextlib.suppress(OSError):
@@ -195,6 +209,14 @@ def execute(spec: RunSpec, host: str = "127.0.0.1", progress: Callable[[float], 
                 start_ns, spec.rate, spec.duration_s + spec.warmup_s, spec.nodes, spec.missiles, spec.seed
             )
 
+        spy: list[subprocess.Popen[bytes]] = []
+
+        def started() -> None:
+            server.begin_measure()
+            if profile_to is not None and server.proc is not None:
+                spy.append(start_py_spy(server.proc.pid, spec.duration_s + spec.warmup_s,
+                                        profile_to.with_suffix(".raw")))
+
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
         load = _install_uvloop_runner()(
@@ -208,7 +230,7 @@ def execute(spec: RunSpec, host: str = "127.0.0.1", progress: Callable[[float], 
                 warmup_s=spec.warmup_s,
                 drain_timeout_s=spec.drain_timeout_s,
                 progress=progress,
-                on_started=server.begin_measure,
+                on_started=started,
                 lead_s=LEAD_BASE_S + LEAD_PER_REPORT_S * n_reports,
                 nodes=spec.nodes,
             )
@@ -221,6 +243,14 @@ def execute(spec: RunSpec, host: str = "127.0.0.1", progress: Callable[[float], 
         res.server_peak_rss_bytes = use.peak_rss_bytes
         res.server_rss_samples = use.rss_samples
         _reduce(spec, load, res)
+        res.bytes_per_message = sum(r.bytes for r in load.healthy) / max(1, res.delivered_total)
+        if spy and profile_to is not None:
+            spy[0].wait(timeout=30)
+            raw = profile_to.with_suffix(".raw")
+            if raw.exists():
+                header = f"py-spy profile of {spec.label} ({spec.scenario}), {spec.duration_s + spec.warmup_s:g} s\n"
+                profile_to.write_text(header + summarize_collapsed(raw.read_text().splitlines()))
+                res.profile = str(profile_to)
     except Exception as exc:  # a failed run is a result, not the end of the benchmark
         res.ok = False
         res.error = f"{type(exc).__name__}: {exc}"
