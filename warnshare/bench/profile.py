@@ -12,7 +12,6 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-
 _SEND_PATH = ("WebSocket.send_bytes", "Protocol.send (", "Frame.serialize", "data_to_send")
 
 
