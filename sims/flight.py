@@ -77,6 +77,8 @@ class MissileClass:
     glide: GlideSpec | None = None
     profile: str = "minimum-energy"
     nominal_pitch_deg: float = 30.0
+    nominal_cutoff: float = 1.0
+    reference_flight: str = ""
     published_range_m: float | None = None
     published_apogee_m: float | None = None
     rcs_boost_m2: float = 5.0
