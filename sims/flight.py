@@ -300,7 +300,7 @@ def fly(
             # big steps in vacuum, but arrive at the atmosphere's edge on a short one
             dt = min(dt_vac, max(1.0, (h - ATMOSPHERE_TOP_M) / max(spd, 1.0)))
         else:
-            dt = min(dt_boost, max(0.05, (800.0 if coarse else 400.0) / max(spd, 1.0)))
+            dt = min(dt_boost, max(0.05, (2000.0 if coarse else 400.0) / max(spd, 1.0)))
         nb = next((b for b in boundaries if b > t + 1e-9), None)
         if nb is not None and t + dt > nb:
             dt = nb - t

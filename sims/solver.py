@@ -20,6 +20,7 @@ from .flight import MissileClass, RawFlight, Steering, fly
 PITCH_MIN_DEG = 4.0
 PITCH_MAX_DEG = 89.5
 CUTOFF_MIN = 0.05
+POLISH_TOL = 5e-3  # published apogees and ranges are rounded to about this
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,15 @@ def solve(
             return math.log(max(fl.apogee_m, 1.0) / max(fl.range_m, 1.0)) - shape
 
         p, ok = _root(f, PITCH_MIN_DEG, PITCH_MAX_DEG, pitch_guess[0], tol, 3.0)
+        if not ok:
+            # very flat flights in dense air break the monotonic shape; bracket the root on the
+            # well-behaved branch by a coarse scan upward and solve inside it
+            grid = [8.0, 15.0, 25.0, 40.0, 55.0, 70.0, 80.0, 86.0, PITCH_MAX_DEG]
+            vals = [f(g) for g in grid]
+            for a, b, fa, fb in zip(grid, grid[1:], vals, vals[1:], strict=False):
+                if fa <= 0.0 <= fb:
+                    p, ok = _root(f, a, b, 0.5 * (a + b), tol, 0.25 * (b - a))
+                    break
         pitch_guess[0] = p
         return p, ok
 
@@ -129,15 +139,15 @@ def solve(
         p, _ = pitch_for_shape(cutoff)
         return math.log(max(flown(p, cutoff).range_m, 1.0) / range_m)
 
-    cutoff, ok_c = _root(range_error, CUTOFF_MIN, 1.0, 0.95 if guess is None else guess[1], tol, 0.05)
+    cutoff, ok_c = _root(range_error, CUTOFF_MIN, 1.0, missile.nominal_cutoff if guess is None else guess[1], tol, 0.05)
     pitch, ok_p = pitch_for_shape(cutoff)
     steering = Steering(azimuth_deg, pitch, cutoff, bank_deg)
     final = cache.get((round(pitch, 9), round(cutoff, 9))) if not coarse else None
     if final is None:
         final = fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m)
-    if coarse and ok_c and ok_p and (abs(math.log(final.range_m / range_m)) > tol
-                                     or abs(math.log(final.apogee_m / apogee_m)) > tol):
-        # the coarse steps were off by more than the tolerance: polish on fine flights
+    if coarse and ok_c and ok_p and (abs(math.log(final.range_m / range_m)) > POLISH_TOL
+                                     or abs(math.log(final.apogee_m / apogee_m)) > POLISH_TOL):
+        # the coarse steps were off by more than published figures' rounding: polish on fine flights
         return solve(missile, launch_lat_deg, launch_lon_deg, azimuth_deg, apogee_m, range_m,
                      launch_alt_m, bank_deg, tol, coarse=False, guess=(pitch, cutoff))
     msg = ""

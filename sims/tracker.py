@@ -23,7 +23,9 @@ from .sensors import ir_to_ecef, radar_to_ecef
 NS = 1_000_000_000
 GATE_CHI2 = 16.27  # 3 degrees of freedom, 99.9 %
 SIGMA_A_BOOST = 80.0  # m/s^2: unknown thrust (solid SRBMs reach ~20 g at burnout)
-SIGMA_A_BALLISTIC = 4.0  # m/s^2: drag, glide lift, model error
+SIGMA_A_BALLISTIC = 4.0  # m/s^2: model error in near-vacuum
+SIGMA_A_ENDO = 30.0  # m/s^2: drag and glide lift below ENDO_ALT_M, which the ballistic model lacks
+ENDO_ALT_M = 90e3
 SIGMA_A_MANOEUVRE = 300.0  # m/s^2: re-entry deceleration or a thrust the gate missed
 SIGMA_V_INIT = 3000.0  # m/s: a one-point track knows nothing of its velocity
 BOOST_ACCEL = 8.0  # m/s^2 of non-gravitational acceleration along the velocity: thrust
@@ -90,6 +92,20 @@ def _predict(x: np.ndarray, p: np.ndarray, dt: float, sigma_a: float) -> tuple[n
     qm[:3, 3:] = qm[3:, :3] = np.eye(3) * q * dt**3 / 2
     qm[3:, 3:] = np.eye(3) * q * dt**2
     return np.concatenate([r, v]), f @ p @ f.T + qm
+
+
+def _sigma_a(tr: _Track) -> float:
+    if tr.boosting or not tr.phase_known:
+        return SIGMA_A_BOOST
+    if _altitude(tr.x) < ENDO_ALT_M:
+        return SIGMA_A_ENDO
+    return SIGMA_A_BALLISTIC
+
+
+def _altitude(x: np.ndarray) -> float:
+    """Height above the ellipsoid along the geocentric radius (close enough to pick a noise level)."""
+    r2 = float(x[0] ** 2 + x[1] ** 2 + x[2] ** 2)
+    return math.sqrt(r2) - WGS84_A * math.sqrt(1.0 - 0.00669437999014) / math.sqrt(1.0 - 0.00669437999014 * float(x[0] ** 2 + x[1] ** 2) / r2)
 
 
 def _gate(xp: np.ndarray, pp: np.ndarray, z: np.ndarray, rz: np.ndarray) -> float:
@@ -282,7 +298,7 @@ def run_tracker(
         preds = {}
         for k, tr in enumerate(tracks):
             dt = (t - tr.t_ns) / NS
-            sig = SIGMA_A_BOOST if (tr.boosting or not tr.phase_known) else SIGMA_A_BALLISTIC
+            sig = _sigma_a(tr)
             xp, pp = _predict(tr.x, tr.p, dt, sig)
             xh = ph = None
             for m in scan:
