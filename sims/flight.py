@@ -273,9 +273,9 @@ def fly(
                 lmag = max(0.0, min(need, glide.lift_to_drag * dmag))
                 # side direction: velocity x lift (right of track when banking positive)
                 sx, sy, sz = vuy * lz - vuz * ly, vuz * lx - vux * lz, vux * ly - vuy * lx
-                ax += lmag * (cb * lx - sb * sx)
-                ay += lmag * (cb * ly - sb * sy)
-                az_ += lmag * (cb * lz - sb * sz)
+                ax += lmag * (cb * lx + sb * sx)
+                ay += lmag * (cb * ly + sb * sy)
+                az_ += lmag * (cb * lz + sb * sz)
         return ax, ay, az_
 
     # initial state: at rest on the rotating Earth

@@ -169,23 +169,34 @@ def aim(
 ) -> Solution:
     """Solve, then turn the launch azimuth once so the impact lies on the requested bearing
     (Earth rotation and a glide's bank push the ground track off the launch heading)."""
+    def bearing_error(sol: Solution) -> float:
+        got = initial_bearing_deg(launch_lat_deg, launch_lon_deg, sol.flight.impact_lat_deg, sol.flight.impact_lon_deg)
+        return (got - azimuth_deg + 540.0) % 360.0 - 180.0
+
     heading = azimuth_deg
     sol = solve(missile, launch_lat_deg, launch_lon_deg, heading, apogee_m, range_m, launch_alt_m, bank_deg)
-    for _ in range(3):
-        got = initial_bearing_deg(launch_lat_deg, launch_lon_deg, sol.flight.impact_lat_deg, sol.flight.impact_lon_deg)
-        err = (got - azimuth_deg + 540.0) % 360.0 - 180.0
-        if abs(err) < 0.1 or sol.flight.range_m < 20e3:
+    err = bearing_error(sol)
+    prev: tuple[float, float] | None = None
+    for _ in range(6):
+        if abs(err) < 0.05 or sol.flight.range_m < 20e3:
             break
-        heading = (heading - err) % 360.0
+        # secant on the heading: Earth rotation's push depends on the heading itself
+        if prev is not None and err != prev[1]:
+            step = -err * (heading - prev[0]) / (err - prev[1])
+        else:
+            step = -err
+        prev = (heading, err)
+        heading = (heading + step) % 360.0
         st = sol.steering
-        if abs(err) < 1.0:
+        if abs(step) < 1.0:
             # a small turn leaves the range alone: re-fly, do not re-solve
             steering = Steering(heading, st.pitch_final_deg, st.cutoff_fraction, st.bank_deg)
             sol = Solution(steering, fly(missile, launch_lat_deg, launch_lon_deg, steering, launch_alt_m),
                            sol.converged, sol.message)
-            continue
-        sol = solve(missile, launch_lat_deg, launch_lon_deg, heading, apogee_m, range_m, launch_alt_m,
-                    bank_deg, guess=(st.pitch_final_deg, st.cutoff_fraction))
+        else:
+            sol = solve(missile, launch_lat_deg, launch_lon_deg, heading, apogee_m, range_m, launch_alt_m,
+                        bank_deg, guess=(st.pitch_final_deg, st.cutoff_fraction))
+        err = bearing_error(sol)
     return sol
 
 
