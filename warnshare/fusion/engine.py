@@ -104,6 +104,9 @@ class FusionConfig:
     impact_window_s: float = 120.0
     #: Or the last fused altitude below this (m), descending.
     near_ground_alt_m: float = 30_000.0
+    #: "ci" (covariance intersection). "independent" fuses as if the nations' errors were
+    #: independent; it is overconfident and exists only to show that in the benchmark.
+    fusion_rule: str = "ci"
 
 
 @dataclass(slots=True)
@@ -468,6 +471,8 @@ class FusionEngine:
         xs, ps = self._predicted(live, t_ns)
         if len(live) == 1:
             x, p = xs[0], ps[0]
+        elif self.config.fusion_rule == "independent":
+            x, p = ci.fuse_independent(xs, ps)
         else:
             key = tuple((m.nation, m.track_number) for m in live)
             reuse = key == event.weights_key and t_ns - event.weights_tov_ns < self._reweight_ns

@@ -1,0 +1,575 @@
+"""`warnshare bench fusion`: the engine's quality and speed against Stone Soup, in one run.
+
+Same scenarios (sims: the 8-SRBM salvo of 2022-06-05 and a 20-missile salvo built from it),
+same national track reports, same metrics. Anchors: Stone Soup's EKF with a Mahalanobis
+``DistanceHypothesiser`` and ``GNNWith2DAssignment`` (national tracks as Gaussian detections,
+independence assumed) and the same tracker with its CI ``ChernoffUpdater``. Speed is the time
+per fused track update (per national report), measured in this process for every contender.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from warnshare import metrics
+from warnshare.fusion import FusionConfig, FusionEngine
+from warnshare.protocol import (
+    NATIONS,
+    AlertKind,
+    FlightPhase,
+    GroundEstimate,
+    Nation,
+    TrackReport,
+    covariance_from_upper,
+    covariance_to_upper,
+)
+
+NS = 1_000_000_000
+GOSPA_C_M = 10_000.0
+SALVO8 = "srbm-salvo-2022-06-05"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
+    parser.add_argument("--json", metavar="FILE", help="write the figures (summary object) as JSON")
+    parser.add_argument("--seeds", type=int, default=None, help="Monte-Carlo seeds for coverage (default 100, quick 3)")
+    parser.add_argument("--plot", metavar="PNG", help="plot impact error against time since launch")
+    parser.add_argument("--no-stonesoup", action="store_true", help="skip the Stone Soup anchors")
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def scenarios(quick: bool) -> dict[str, Any]:
+    from sims import load_scenario
+
+    s8 = load_scenario(SALVO8)
+    if quick:
+        # the first four launches of the salvo, and a 20-missile salvo compressed in time
+        s8 = dataclasses.replace(s8, missiles=s8.missiles[:4], duration_s=1200.0)
+    return {"salvo8": s8, "salvo20": salvo20(s8 if not quick else load_scenario(SALVO8))}
+
+
+def salvo20(base: Any) -> Any:
+    """Twenty launches, 15 s apart, from the four sites of the 2022-06-05 salvo with their
+    classes, azimuths, apogees and ranges cycled and spread a little."""
+    specs = []
+    for i in range(20):
+        b = base.missiles[i % len(base.missiles)]
+        specs.append(
+            dataclasses.replace(
+                b,
+                missile_id=f"M{i + 1:02d}",
+                launch_time_s=15.0 * i,
+                azimuth_deg=(b.azimuth_deg or 90.0) + (i // len(base.missiles)) * 3.0,
+            )
+        )
+    return dataclasses.replace(base, name="srbm-salvo-20", missiles=tuple(specs), duration_s=1200.0)
+
+
+def to_reports(sim: Any, drop: str | None = None) -> list[tuple[int, str, TrackReport]]:
+    """National track updates as wire reports: (available_ns, missile_id, report), in arrival order."""
+    out = []
+    for nation, updates in sim.national_tracks.items():
+        if nation == drop:
+            continue
+        for seq, u in enumerate(updates, start=1):
+            launch = _ground(u.launch_estimate)
+            impact = _ground(u.impact_estimate)
+            rep = TrackReport(
+                seq=seq,
+                nation=Nation(nation),
+                track_number=u.track_number,
+                time_of_validity_ns=u.time_of_validity_ns,
+                measured_ns=u.time_of_validity_ns,
+                position_ecef_m=list(u.position_ecef_m),
+                velocity_ecef_mps=list(u.velocity_ecef_mps),
+                covariance=covariance_to_upper(u.covariance),
+                track_quality=int(u.track_quality),
+                boosting=bool(u.boosting),
+                lost=bool(u.lost),
+                flight_phase=FlightPhase(u.flight_phase) if u.flight_phase in FlightPhase.__members__ else FlightPhase.UNKNOWN,
+                launch_estimate=launch,
+                impact_estimate=impact,
+                releasable_to=list(NATIONS),
+            )
+            out.append((u.available_ns, u.missile_id, rep))
+    out.sort(key=lambda r: (r[0], r[2].nation, r[2].track_number, r[2].seq))
+    return out
+
+
+def _ground(d: dict | None) -> GroundEstimate | None:
+    if not d:
+        return None
+    try:
+        return GroundEstimate.model_validate(d)
+    except Exception:
+        return None
+
+
+# ------------------------------------------------------------------ contenders
+
+
+@dataclasses.dataclass
+class Output:
+    """What a contender said after each report: its fused track id and state (or None)."""
+
+    name: str
+    track_ids: list[int | None]
+    states: list[np.ndarray | None]  # (6,)
+    covs: list[np.ndarray | None]  # (6, 6)
+    n_nations: list[int]
+    times_ns: list[int]  # per-report processing time
+    alerts: list = dataclasses.field(default_factory=list)  # (report index, Alert)
+
+
+def run_engine(reps: list[tuple[int, str, TrackReport]], config: FusionConfig | None = None, name: str = "warnshare") -> Output:
+    engine = FusionEngine(config or FusionConfig())
+    out = Output(name, [], [], [], [], [])
+    next_tick = None
+    for k, (t_rx, _mid, rep) in enumerate(reps):
+        if next_tick is None:
+            next_tick = t_rx + NS
+        while t_rx >= next_tick:
+            out.alerts += [(k, a) for a in engine.tick(next_tick)]
+            next_tick += NS
+        t0 = time.perf_counter_ns()
+        alerts = engine.ingest(rep, node_sent_ns=t_rx, received_ns=t_rx)
+        out.times_ns.append(time.perf_counter_ns() - t0)
+        upd = next((a for a in alerts if a.kind == AlertKind.TRACK_UPDATE), None)
+        if upd is None:
+            out.track_ids.append(None)
+            out.states.append(None)
+            out.covs.append(None)
+            out.n_nations.append(0)
+        else:
+            st = upd.state
+            out.track_ids.append(upd.event_id)
+            out.states.append(np.array(st.position_ecef_m + st.velocity_ecef_mps))
+            out.covs.append(np.array(covariance_from_upper(st.covariance)))
+            out.n_nations.append(len(upd.nations))
+        out.alerts += [(k, a) for a in alerts]
+    if reps:
+        t = reps[-1][0]
+        for dt in (30, 60, 120):
+            out.alerts += [(len(reps) - 1, a) for a in engine.tick(t + dt * NS)]
+    return out
+
+
+def run_stonesoup(reps: list[tuple[int, str, TrackReport]], chernoff: bool) -> Output:
+    """Stone Soup as the anchor: each national report is a GaussianDetection of the full state."""
+    from datetime import UTC, datetime
+
+    from stonesoup.dataassociator.neighbour import GNNWith2DAssignment
+    from stonesoup.hypothesiser.distance import DistanceHypothesiser
+    from stonesoup.measures import Mahalanobis
+    from stonesoup.models.measurement.linear import LinearGaussian
+    from stonesoup.models.transition.linear import (
+        CombinedLinearGaussianTransitionModel,
+        ConstantVelocity,
+    )
+    from stonesoup.predictor.kalman import ExtendedKalmanPredictor
+    from stonesoup.types.detection import GaussianDetection
+    from stonesoup.types.state import GaussianState
+    from stonesoup.types.track import Track
+    from stonesoup.updater.chernoff import ChernoffUpdater
+    from stonesoup.updater.kalman import ExtendedKalmanUpdater
+
+    # ECEF position/velocity interleaved as Stone Soup's CV model wants (x, vx, y, vy, z, vz)
+    order = [0, 3, 1, 4, 2, 5]
+    inv_order = np.argsort(order)
+    transition = CombinedLinearGaussianTransitionModel([ConstantVelocity(100.0)] * 3)
+    predictor = ExtendedKalmanPredictor(transition)
+    base_model = LinearGaussian(ndim_state=6, mapping=tuple(range(6)), noise_covar=np.eye(6))
+    updater = ChernoffUpdater(measurement_model=base_model) if chernoff else ExtendedKalmanUpdater(base_model)
+    hyp = DistanceHypothesiser(predictor, updater, measure=Mahalanobis(), missed_distance=30.0)
+    assoc = GNNWith2DAssignment(hyp)
+    tracks: set = set()
+    ids: dict[int, int] = {}
+    out = Output("stonesoup-" + ("ci" if chernoff else "ekf"), [], [], [], [], [])
+    last_seen: dict[int, int] = {}
+    for _t_rx, _mid, rep in reps:
+        if rep.lost:
+            out.track_ids.append(None)
+            out.states.append(None)
+            out.covs.append(None)
+            out.n_nations.append(0)
+            out.times_ns.append(0)
+            continue
+        t0 = time.perf_counter_ns()
+        ts = datetime.fromtimestamp(rep.time_of_validity_ns / NS, tz=UTC).replace(tzinfo=None)
+        x = np.array(rep.position_ecef_m + rep.velocity_ecef_mps)[order]
+        p = np.array(covariance_from_upper(rep.covariance))[np.ix_(order, order)]
+        model = LinearGaussian(ndim_state=6, mapping=tuple(range(6)), noise_covar=p)
+        det = GaussianDetection(x.reshape(6, 1), p, timestamp=ts, measurement_model=model)
+        # tracks not seen for 30 s are deleted (the anchor's deleter)
+        for tr in [tr for tr in tracks if rep.time_of_validity_ns - last_seen[id(tr)] > 30 * NS]:
+            tracks.discard(tr)
+        hyps = assoc.associate(tracks, {det}, ts) if tracks else {}
+        chosen = None
+        for tr, h in hyps.items():
+            if h.measurement is det:
+                tr.append(updater.update(h))
+                chosen = tr
+        if chosen is None:
+            chosen = Track([GaussianState(x.reshape(6, 1), p, timestamp=ts)])
+            tracks.add(chosen)
+            ids[id(chosen)] = len(ids) + 1
+        last_seen[id(chosen)] = rep.time_of_validity_ns
+        out.times_ns.append(time.perf_counter_ns() - t0)
+        st = chosen.state
+        sv = np.asarray(st.state_vector, dtype=float).ravel()[inv_order]
+        cv = np.asarray(st.covar, dtype=float)[np.ix_(inv_order, inv_order)]
+        out.track_ids.append(ids[id(chosen)])
+        out.states.append(sv)
+        out.covs.append(cv)
+        out.n_nations.append(1)
+    return out
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any) -> dict[str, Any]:
+    truth = sim.truth
+    labels: dict[int, list[str]] = defaultdict(list)
+    for tid, (_t, mid, _r) in zip(out.track_ids, reps, strict=True):
+        if tid is not None:
+            labels[tid].append(mid)
+    owner = metrics.majority_labels(labels)
+    swaps = sum(1 for tid, labs in labels.items() if metrics.count_swaps(labs) > 0)
+    per_missile = defaultdict(int)
+    for mid in owner.values():
+        per_missile[mid] += 1
+    one_each = all(per_missile.get(m, 0) == 1 for m in truth) and len(owner) == len(truth)
+
+    fused_err, fused_err6, fused_cov, nation_err = [], [], [], defaultdict(list)
+    last_state: dict[int, tuple[int, np.ndarray]] = {}
+    for k, (_t, mid, rep) in enumerate(reps):
+        tid = out.track_ids[k]
+        if tid is None or out.states[k] is None:
+            continue
+        tov = rep.time_of_validity_ns
+        tp, tv = truth[owner[tid]].state_at(tov) if owner.get(tid) in truth else truth[mid].state_at(tov)
+        true6 = np.concatenate([tp[0], tv[0]])
+        e6 = out.states[k] - true6
+        last_state[tid] = (tov, out.states[k])
+        fused_err6.append(e6)
+        fused_cov.append(out.covs[k])
+        if out.n_nations[k] >= 2 or out.name.startswith("stonesoup"):
+            fused_err.append(e6[:3])
+            rp, _rv = truth[mid].state_at(tov)
+            nation_err[rep.nation.value].append(np.array(rep.position_ecef_m) - rp[0])
+    nees = metrics.nees(np.array(fused_err6), np.array(fused_cov)) if fused_err6 else np.array([])
+    best_nation = min((metrics.rmse(v) for v in nation_err.values()), default=math.nan)
+    gospa_vals, siap_alive, siap_assoc = gospa_series(out, reps, sim, owner)
+    res = {
+        "reports": len(reps),
+        "median_update_us": float(np.median([t for t in out.times_ns if t > 0]) / 1000.0),
+        "mean_update_us": float(np.mean([t for t in out.times_ns if t > 0]) / 1000.0),
+        "fused_tracks": len(owner),
+        "missiles": len(truth),
+        "one_track_per_missile": bool(one_each),
+        "tracks_with_swap": swaps,
+        "position_rmse_m": metrics.rmse(np.array(fused_err)) if fused_err else math.nan,
+        "all_updates_position_rmse_m": metrics.rmse(np.array(fused_err6)[:, :3]) if fused_err6 else math.nan,
+        "best_single_nation_rmse_m": best_nation,
+        "average_nees": float(nees.mean()) if len(nees) else math.nan,
+        "gospa_mean_m": float(np.mean(gospa_vals)) if gospa_vals else math.nan,
+        **metrics.siap(siap_alive, siap_assoc),
+    }
+    res["rmse_ratio_vs_best_nation"] = res["position_rmse_m"] / best_nation if best_nation else math.nan
+    return res
+
+
+def gospa_series(out: Output, reps: list, sim: Any, owner: dict) -> tuple[list[float], list, list]:
+    """GOSPA and SIAP at 1 s steps: truths in flight against tracks updated in the last 5 s."""
+    truth = sim.truth
+    if not reps:
+        return [], [], []
+    tovs = np.array([r.time_of_validity_ns for _t, _m, r in reps])
+    t_start = int(min(tr.launch_ns for tr in truth.values()))
+    t_end = int(max(tr.impact_ns for tr in truth.values()))
+    latest: dict[int, tuple[int, np.ndarray]] = {}
+    order = np.argsort(tovs, kind="stable")
+    j = 0
+    vals, alive_l, assoc_l = [], [], []
+    for t in range(t_start, t_end, NS):
+        while j < len(order) and tovs[order[j]] <= t:
+            k = order[j]
+            if out.track_ids[k] is not None and out.states[k] is not None:
+                latest[out.track_ids[k]] = (int(tovs[k]), out.states[k])
+            j += 1
+        alive = [m for m, tr in truth.items() if tr.launch_ns + 20 * NS <= t <= tr.impact_ns - 20 * NS]
+        tracks = {tid: s for tid, (tt, s) in latest.items() if t - tt <= 5 * NS}
+        if not alive and not tracks:
+            continue
+        tp = np.array([truth[m].state_at(t)[0][0] for m in alive]).reshape(-1, 3)
+        ep = np.array([s[:3] + s[3:] * ((t - latest[tid][0]) / NS) for tid, s in tracks.items()]).reshape(-1, 3)
+        vals.append(metrics.gospa(tp, ep, GOSPA_C_M)["gospa"])
+        assoc = {}
+        for tid, s in tracks.items():
+            m = owner.get(tid)
+            ok = m in alive and np.linalg.norm(truth[m].state_at(t)[0][0] - (s[:3] + s[3:] * ((t - latest[tid][0]) / NS))) < GOSPA_C_M
+            assoc[tid] = m if ok else None
+        alive_l.append(alive)
+        assoc_l.append(assoc)
+    return vals, alive_l, assoc_l
+
+
+def lifecycle_scores(out: Output, reps: list, sim: Any) -> dict[str, Any]:
+    """Time to first alert, impact error against time since launch, ellipse coverage."""
+    truth = sim.truth
+    labels: dict[int, list[str]] = defaultdict(list)
+    for tid, (_t, mid, _r) in zip(out.track_ids, reps, strict=True):
+        if tid is not None:
+            labels[tid].append(mid)
+    owner = metrics.majority_labels(labels)
+    first_report: dict[str, int] = {}
+    for t, mid, _r in reps:
+        first_report.setdefault(mid, t)
+    latency, impact_pts, coverage_first, coverage_all, coverage_last = [], [], [], [], []
+    seen_launch: set = set()
+    last_impact: dict[str, Any] = {}
+    for _k, a in out.alerts:
+        mid = owner.get(a.event_id)
+        if mid is None or mid not in truth:
+            continue
+        tr = truth[mid]
+        if a.kind == AlertKind.LAUNCH_DETECTED and mid not in seen_launch:
+            seen_launch.add(mid)
+            latency.append((a.issued_ns - first_report[mid]) / NS)
+        if a.impact is not None and a.kind in (AlertKind.TRACK_UPDATE, AlertKind.IMPACT_PREDICTED):
+            g = a.impact
+            err = metrics.ground_error_m(g.lat_deg, g.lon_deg, tr.impact_lat_deg, tr.impact_lon_deg)
+            since = (a.state.time_of_validity_ns - tr.launch_ns) / NS if a.state else math.nan
+            inside = metrics.in_ellipse(tr.impact_lat_deg, tr.impact_lon_deg, g.lat_deg, g.lon_deg,
+                                        g.semi_major_m, g.semi_minor_m, g.orientation_deg)
+            impact_pts.append((since, err))
+            if a.kind == AlertKind.IMPACT_PREDICTED:
+                coverage_all.append(inside)
+                if not any(x[0] == mid for x in coverage_first):
+                    coverage_first.append((mid, inside))
+            last_impact[mid] = inside
+    coverage_last = list(last_impact.values())
+    return {
+        "first_alert_latency_s": latency,
+        "impact_points": impact_pts,
+        "coverage_first": [c for _m, c in coverage_first],
+        "coverage_all": coverage_all,
+        "coverage_last": coverage_last,
+    }
+
+
+def report_period_s(reps: list) -> float:
+    """Median gap between consecutive reports of one national track (its report period)."""
+    last: dict = {}
+    gaps = []
+    for t, _m, r in reps:
+        key = (r.nation, r.track_number)
+        if key in last:
+            gaps.append((t - last[key]) / NS)
+        last[key] = t
+    return float(np.median(gaps)) if gaps else math.nan
+
+
+# ------------------------------------------------------------------ main
+
+
+def run(args: argparse.Namespace) -> int:
+    from sims import simulate
+
+    quick = bool(args.quick)
+    n_seeds = args.seeds if args.seeds is not None else (3 if quick else 100)
+    t_start = time.time()
+    scen = scenarios(quick)
+    summary: dict[str, Any] = {"quick": quick, "seeds": n_seeds, "scenarios": {}}
+    all_impacts: list = []
+    for sname, sc in scen.items():
+        sim = simulate(sc, seed=0)
+        reps = to_reports(sim)
+        rows = {}
+        ours = run_engine(reps)
+        rows["warnshare"] = score(ours, reps, sim)
+        naive = run_engine(reps, FusionConfig(fusion_rule="independent"), "independent")
+        rows["warnshare-independent"] = score(naive, reps, sim)
+        if not args.no_stonesoup:
+            for chern in (False, True):
+                ss = run_stonesoup(reps, chern)
+                rows[ss.name] = score(ss, reps, sim)
+        life = lifecycle_scores(ours, reps, sim)
+        all_impacts += life["impact_points"]
+        drop = {}
+        for n in NATIONS:
+            r2 = to_reports(sim, drop=n.value)
+            o2 = run_engine(r2)
+            drop[n.value] = score(o2, r2, sim)["completeness"]
+        period = report_period_s(reps)
+        sc_sum = {
+            "rows": rows,
+            "report_period_s": period,
+            "first_alert_latency_s_max": max(life["first_alert_latency_s"], default=math.nan),
+            "first_alert_latency_s_median": float(np.median(life["first_alert_latency_s"])) if life["first_alert_latency_s"] else math.nan,
+            "completeness_without_nation": drop,
+        }
+        summary["scenarios"][sname] = sc_sum
+        print_table(sname, rows, sc_sum)
+        sys.stdout.flush()
+    # Monte-Carlo over seeds: ellipse coverage, swaps, one event per missile
+    mc: dict[str, Any] = {}
+    for sname, sc in scen.items():
+        cov_first, cov_all, cov_last, swap_free, one_each, nees_runs, nees_naive = [], [], [], [], [], [], []
+        seeds = n_seeds if sname == "salvo8" else max(1, n_seeds // 5)
+        for seed in range(1, seeds + 1):
+            sim = simulate(sc, seed=seed)
+            reps = to_reports(sim)
+            o = run_engine(reps)
+            s = score(o, reps, sim)
+            life = lifecycle_scores(o, reps, sim)
+            all_impacts += life["impact_points"]
+            cov_first += life["coverage_first"]
+            cov_all += life["coverage_all"]
+            cov_last += life["coverage_last"]
+            swap_free.append(s["tracks_with_swap"] == 0)
+            one_each.append(s["one_track_per_missile"])
+            nees_runs.append(s["average_nees"])
+            if seed <= 3:
+                nees_naive.append(score(run_engine(reps, FusionConfig(fusion_rule="independent")), reps, sim)["average_nees"])
+        lo, hi = metrics.nees_bounds(len(nees_runs))
+        mc[sname] = {
+            "runs": seeds,
+            "ellipse_coverage_first_prediction": _frac(cov_first),
+            "ellipse_coverage_all_predictions": _frac(cov_all),
+            "ellipse_coverage_last_prediction": _frac(cov_last),
+            "runs_without_swap": _frac(swap_free),
+            "runs_one_event_per_missile": _frac(one_each),
+            "average_nees": float(np.nanmean(nees_runs)),
+            "average_nees_independent": float(np.nanmean(nees_naive)) if nees_naive else math.nan,
+            "nees_bounds_95": [lo, hi],
+        }
+        print(f"\n{sname}: Monte-Carlo over {seeds} seeds")
+        for k, v in mc[sname].items():
+            print(f"  {k:38s} {v}")
+    edges = [0, 60, 120, 180, 240, 300, 400, 500, 700, 1000, 2000, 5000]
+    curve = metrics.binned_median([p[0] for p in all_impacts], [p[1] for p in all_impacts], edges)
+    summary["impact_error_vs_time"] = [{"from_s": a, "to_s": b, "median_error_m": m, "n": n} for a, b, m, n in curve]
+    print("\nimpact error (median) against time since launch")
+    for a, b, m, n in curve:
+        print(f"  {a:5.0f}-{b:5.0f} s  {m / 1000:8.2f} km  (n={n})")
+    summary["monte_carlo"] = mc
+    summary["summary"] = must_show(summary)
+    summary["elapsed_s"] = time.time() - t_start
+    print("\nmust-show figures")
+    for k, v in summary["summary"].items():
+        print(f"  {k:45s} {v}")
+    if args.plot:
+        plot(curve, args.plot)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"summary": summary["summary"], "details": summary}, f, indent=2, default=_json)
+    return 0
+
+
+def must_show(s: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for sname, sc in s["scenarios"].items():
+        rows = sc["rows"]
+        w = rows["warnshare"]
+        ss = rows.get("stonesoup-ekf")
+        out[f"{sname}.median_update_us"] = w["median_update_us"]
+        if ss:
+            out[f"{sname}.stonesoup_ekf_median_update_us"] = ss["median_update_us"]
+            out[f"{sname}.speedup_vs_stonesoup_ekf"] = ss["median_update_us"] / w["median_update_us"]
+            out[f"{sname}.gospa_m"] = w["gospa_mean_m"]
+            out[f"{sname}.stonesoup_ekf_gospa_m"] = ss["gospa_mean_m"]
+            out[f"{sname}.rmse_m"] = w["all_updates_position_rmse_m"]
+            out[f"{sname}.stonesoup_ekf_rmse_m"] = ss["all_updates_position_rmse_m"]
+            if "stonesoup-ci" in rows:
+                out[f"{sname}.stonesoup_ci_gospa_m"] = rows["stonesoup-ci"]["gospa_mean_m"]
+                out[f"{sname}.stonesoup_ci_rmse_m"] = rows["stonesoup-ci"]["all_updates_position_rmse_m"]
+        out[f"{sname}.fused_rmse_ratio_vs_best_nation"] = w["rmse_ratio_vs_best_nation"]
+        out[f"{sname}.completeness"] = w["completeness"]
+        out[f"{sname}.completeness_min_one_nation_removed"] = min(sc["completeness_without_nation"].values())
+        out[f"{sname}.events"] = w["fused_tracks"]
+        out[f"{sname}.missiles"] = w["missiles"]
+        out[f"{sname}.first_alert_latency_s_max"] = sc["first_alert_latency_s_max"]
+        out[f"{sname}.report_period_s"] = sc["report_period_s"]
+    for sname, m in s.get("monte_carlo", {}).items():
+        out[f"{sname}.average_nees"] = m["average_nees"]
+        out[f"{sname}.average_nees_independent"] = m["average_nees_independent"]
+        out[f"{sname}.nees_bounds_95"] = m["nees_bounds_95"]
+        out[f"{sname}.ellipse_coverage_first_prediction"] = m["ellipse_coverage_first_prediction"]
+        out[f"{sname}.ellipse_coverage_all_predictions"] = m["ellipse_coverage_all_predictions"]
+        out[f"{sname}.runs_without_swap"] = m["runs_without_swap"]
+        out[f"{sname}.runs_one_event_per_missile"] = m["runs_one_event_per_missile"]
+        out[f"{sname}.monte_carlo_runs"] = m["runs"]
+    return out
+
+
+def print_table(name: str, rows: dict, sc: dict) -> None:
+    cols = [
+        ("median_update_us", "med us", "{:8.1f}"),
+        ("mean_update_us", "mean us", "{:8.1f}"),
+        ("fused_tracks", "tracks", "{:6d}"),
+        ("tracks_with_swap", "swaps", "{:5d}"),
+        ("gospa_mean_m", "GOSPA m", "{:8.0f}"),
+        ("all_updates_position_rmse_m", "RMSE m", "{:7.0f}"),
+        ("rmse_ratio_vs_best_nation", "vs best", "{:7.2f}"),
+        ("average_nees", "NEES", "{:8.2f}"),
+        ("completeness", "compl", "{:5.2f}"),
+        ("ambiguity", "ambig", "{:5.2f}"),
+        ("spuriousness", "spur", "{:5.2f}"),
+    ]
+    print(f"\n== {name}: {next(iter(rows.values()))['missiles']} missiles, {next(iter(rows.values()))['reports']} reports")
+    print(f"{'contender':24s}" + "".join(f"{h:>9s}" for _k, h, _f in cols))
+    for rname, r in rows.items():
+        cells = []
+        for k, _h, f in cols:
+            v = r.get(k)
+            try:
+                cells.append(f"{f.format(v):>9s}")
+            except (TypeError, ValueError):
+                cells.append(f"{'-':>9s}")
+        print(f"{rname:24s}" + "".join(cells))
+    print(f"first alert latency: median {sc['first_alert_latency_s_median']:.2f} s, max "
+          f"{sc['first_alert_latency_s_max']:.2f} s (report period {sc['report_period_s']:.2f} s); "
+          f"completeness with one nation removed: {sc['completeness_without_nation']}")
+
+
+def plot(curve: list, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [(a + b) / 2 for a, b, _m, _n in curve]
+    ax.plot(xs, [m / 1000 for _a, _b, m, _n in curve], "o-")
+    ax.set_xlabel("time since launch (s)")
+    ax.set_ylabel("median impact error (km)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("Predicted impact error against time since launch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _frac(v: list) -> float:
+    return float(np.mean(v)) if v else math.nan
+
+
+def _json(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
