@@ -107,7 +107,6 @@ class Topology:
             raise ValueError(f"mode must be auto, netem or wire, not {mode!r}")
         self.links = links
         self.log_dir = log_dir
-        self.requested_mode = mode
         self.mode = mode
         self.seed = seed
         self.token = secrets.token_hex(3)

@@ -85,7 +85,7 @@ def docker_env() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def compose(docker_env: dict[str, str]) -> Iterator[tuple[list[str], dict[str, str]]]:
+def compose(docker_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
     """`docker compose` for a project of this test's own; taken down (with volumes) afterwards."""
     project = f"warnshare-test-{secrets.token_hex(3)}"
     cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
@@ -99,7 +99,8 @@ def compose(docker_env: dict[str, str]) -> Iterator[tuple[list[str], dict[str, s
         yield cmd, env
     finally:
         logs = _run([*cmd, "logs", "--no-color", "--timestamps"], env, 60, check=False)
-        print(f"--- docker compose logs ---\n{logs.stdout[-20000:]}")
+        (tmp_path / "compose.log").write_text(logs.stdout + logs.stderr)
+        print(f"--- docker compose logs (all of them in {tmp_path / 'compose.log'}) ---\n{logs.stdout[-5000:]}")
         down = _run([*cmd, "down", "-v", "--remove-orphans", "--timeout", "10"], env, 120, check=False)
         if down.returncode != 0:
             print(f"docker compose down failed:\n{down.stderr[-4000:]}")
@@ -115,40 +116,49 @@ def _service_states(cmd: list[str], env: dict[str, str]) -> dict[str, tuple[str,
 async def _collect(url: str, cmd: list[str], env: dict[str, str], deadline_s: float) -> list[tuple[dict, int]]:
     """Alerts (as dicts, with their frame's relay_sent_ns) from the nodes' start until fusion is done."""
     received: list[tuple[dict, int]] = []
-    async with websockets.connect(url, max_size=64 << 20, open_timeout=10) as ws:
-        # Subscribed before the nodes start, so that nothing is missed.
-        up = await asyncio.create_subprocess_exec(
-            *cmd, "up", "-d", *NODE_SERVICES, "alerts", env=env, cwd=REPO,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        up_out, _ = await asyncio.wait_for(up.communicate(), 300)
-        assert up.returncode == 0, f"docker compose up failed:\n{up_out.decode()[-4000:]}"
-        deadline = time.monotonic() + deadline_s
-        nodes_done_at: float | None = None
-        next_poll = 0.0
-        # After the nodes finish, the relay's time-outs (impact, final assessment) still run.
-        grace_s = 10.0 + 300.0 / SPEED
-        while time.monotonic() < deadline:
-            try:
-                frame = await asyncio.wait_for(ws.recv(), 1.0)
-            except TimeoutError:
-                frame = None
-            if frame is not None:
-                msg = decode_relay_to_subscriber(frame)
-                if isinstance(msg, AlertBatch):
-                    received.extend((a.model_dump(mode="json"), msg.relay_sent_ns) for a in msg.alerts)
-            now = time.monotonic()
-            if nodes_done_at is None and now >= next_poll:
-                next_poll = now + 2.0
-                states = _service_states(cmd, env)
-                if all(states.get(s, ("", 0))[0] == "exited" for s in NODE_SERVICES):
-                    nodes_done_at = now
-            if nodes_done_at is not None:
-                events = {a["event_id"] for a, _ in received}
-                final = {a["event_id"] for a, _ in received if a["kind"] == AlertKind.FINAL_ASSESSMENT}
-                if (events and final >= events) or now - nodes_done_at > grace_s:
-                    break
+    try:
+        async with websockets.connect(url, max_size=64 << 20, open_timeout=10) as ws:
+            await _receive_until_done(ws, cmd, env, deadline_s, received)
+    except websockets.ConnectionClosed as exc:
+        raise AssertionError(f"the relay's alert stream closed after {len(received)} alerts: {exc}") from None
     return received
+
+
+async def _receive_until_done(ws, cmd: list[str], env: dict[str, str], deadline_s: float,
+                              received: list[tuple[dict, int]]) -> None:
+    """Start the nodes and the logger, then take alerts until fusion is done (or the deadline)."""
+    # Subscribed before the nodes start, so that nothing is missed.
+    up = await asyncio.create_subprocess_exec(
+        *cmd, "up", "-d", *NODE_SERVICES, "alerts", env=env, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    up_out, _ = await asyncio.wait_for(up.communicate(), 300)
+    assert up.returncode == 0, f"docker compose up failed:\n{up_out.decode()[-4000:]}"
+    deadline = time.monotonic() + deadline_s
+    nodes_done_at: float | None = None
+    next_poll = 0.0
+    # After the nodes finish, the relay's time-outs (impact, final assessment) still run.
+    grace_s = 10.0 + 300.0 / SPEED
+    while time.monotonic() < deadline:
+        try:
+            frame = await asyncio.wait_for(ws.recv(), 1.0)
+        except TimeoutError:
+            frame = None
+        if frame is not None:
+            msg = decode_relay_to_subscriber(frame)
+            if isinstance(msg, AlertBatch):
+                received.extend((a.model_dump(mode="json"), msg.relay_sent_ns) for a in msg.alerts)
+        now = time.monotonic()
+        if nodes_done_at is None and now >= next_poll:
+            next_poll = now + 2.0
+            states = _service_states(cmd, env)
+            if all(states.get(s, ("", 0))[0] == "exited" for s in NODE_SERVICES):
+                nodes_done_at = now
+        if nodes_done_at is not None:
+            events = {a["event_id"] for a, _ in received}
+            final = {a["event_id"] for a, _ in received if a["kind"] == AlertKind.FINAL_ASSESSMENT}
+            if (events and final >= events) or now - nodes_done_at > grace_s:
+                break
 
 
 def _missile_count(name: str) -> int:
@@ -164,7 +174,9 @@ def test_compose_demo_fuses_alerts_from_all_three_nations(compose: tuple[list[st
     _run([*cmd, "config", "--quiet"], env, 60)
     _run([*cmd, "build"], env, 600)
     t_built = time.monotonic()
+    print(f"docker compose build: {t_built - t0:.1f} s")
     _run([*cmd, "up", "-d", "--wait", "relay"], env, 180)
+    print(f"relay healthy after {time.monotonic() - t_built:.1f} s")
     published = _run([*cmd, "port", "relay", "8000"], env, 60).stdout.strip()
     host, _, port = published.rpartition(":")
     assert host == "127.0.0.1", f"the relay must be published on loopback only, not {published!r}"
