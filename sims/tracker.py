@@ -30,6 +30,7 @@ SIGMA_A_MANOEUVRE = 300.0  # m/s^2: re-entry deceleration or a thrust the gate m
 SIGMA_V_INIT = 3000.0  # m/s: a one-point track knows nothing of its velocity
 BOOST_ACCEL = 8.0  # m/s^2 of non-gravitational acceleration along the velocity: thrust
 BOOST_WINDOW_S = 8.0  # velocity history over which that acceleration is measured
+BOOST_HOLD_S = 15.0  # a boost claim without fresh evidence lapses after this
 MERGE_CHI2 = 25.0  # two tracks this close in position (and velocity) are one target
 TENTATIVE_TIMEOUT_S = 6.0
 COAST_TIMEOUT_S = 20.0
@@ -53,6 +54,7 @@ class _Track:
     burnt_out: bool = False
     terminal: bool = False
     quiet: int = 0
+    thrust_seen_ns: int = -(10**19)
     ir_until_ns: int = 0
     history: list = field(default_factory=list)  # (t_ns, velocity) after each update
 
@@ -154,11 +156,17 @@ def _update_boost(tr: _Track) -> None:
         slope = (tc @ (vs - vs.mean(axis=0))) / float(tc @ tc)
         a = slope - _accel(r, v)
         thrusting = float(a @ v) / max(speed, 1.0) > BOOST_ACCEL and float(r @ v) > 0.0
+    if float(r @ v) < 0.0 and tr.phase_known and not plume:
+        tr.burnt_out = True  # nothing boosts on the way down
+    if plume or thrusting:
+        tr.thrust_seen_ns = tr.t_ns
     if tr.burnt_out:
         tr.boosting = False
     elif plume or thrusting:
         tr.boosting = True
         tr.phase_known = True
+    elif thrusting is None and tr.boosting and tr.t_ns - tr.thrust_seen_ns > BOOST_HOLD_S * NS:
+        tr.boosting = False  # no evidence either way for a while: stop claiming a boost
     elif thrusting is False:
         tr.quiet += 1
         tr.phase_known = True
@@ -209,13 +217,13 @@ def _merge(tracks: list[_Track], updated: set[int], t: int, emit, latency_ns: in
 def _phase(tr: _Track) -> str:
     if tr.boosting:
         return "BOOST"
-    if not tr.phase_known:
-        return "UNKNOWN"
     if tr.terminal:
         return "TERMINAL"
+    if not tr.burnt_out:
+        return "UNKNOWN"
     _, _, alt = ecef_to_geodetic(tr.x[:3])
     vr = float(tr.x[:3] @ tr.x[3:]) / float(np.linalg.norm(tr.x[:3]))
-    if vr < 0 and float(alt) < 100e3 and tr.burnt_out:
+    if vr < 0 and float(alt) < 100e3:
         tr.terminal = True  # latched: a glide that levels off is still the end game
         return "TERMINAL"
     return "MIDCOURSE"
