@@ -463,7 +463,7 @@ def decode_subscriber_message(data: bytes | str) -> TimeRequest:
     if isinstance(data, str):
         try:
             obj = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # deep nesting exhausts the C scanner's stack
             raise ProtocolError(
                 ErrorCode.MALFORMED_FRAME, f"frame is not valid JSON: {exc}"
             ) from None
