@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for name in list_scenarios():
             sc = load_scenario(name)
-            first = sc.description.splitlines()[0] if sc.description else ""
+            text = " ".join(sc.description.split())
+            first = text.split(". ")[0].rstrip(".") + "." if text else ""
             print(f"{name:<24} {first}")
         print("\nfault overlays (append +NAME to a scenario name):")
         for name in list_fault_overlays():
