@@ -455,7 +455,8 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
     async def alerts(
         ws: WebSocket,
         format: str = Query("msgpack"),  # noqa: A002 - the documented query parameter name
-        since: int | None = Query(None),
+        # parsed by the session, not by FastAPI, so a bad value gets BAD_REQUEST rather than a 403
+        since: str | None = Query(None),
         token: str | None = Query(None),
     ) -> None:
         await ws.accept()
@@ -618,15 +619,14 @@ def _decode_node(data: bytes | str) -> Any:
 
 
 async def _subscriber_session(
-    relay: Relay, ws: WebSocket, conn: _Conn, fmt: str, since: int | None, token: str | None
+    relay: Relay, ws: WebSocket, conn: _Conn, fmt: str, since_text: str | None, token: str | None
 ) -> None:
     try:
         if fmt not in ("msgpack", "json"):
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST, f"format must be msgpack or json, not {fmt!r}"
             )
-        if since is not None and since < 0:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "since must be >= 0")
+        since = _parse_since(since_text)
         consumer = _authenticate_subscriber(relay, ws, token)
     except ProtocolError as exc:
         relay.metrics.rejected.labels(exc.code.value).inc()
@@ -684,6 +684,16 @@ async def _subscriber_session(
         if ws.client_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), relay.config.subscriber_close_timeout_s)
+
+
+def _parse_since(text: str | None) -> int | None:
+    """The ``since`` query parameter: decimal digits, an alert id in [0, 2^63)."""
+    if text is None:
+        return None
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit() and len(digits) <= 19 and int(digits) < 1 << 63):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"since must be an alert id >= 0, not {text[:32]!r}")
+    return int(digits)
 
 
 def _authenticate_subscriber(relay: Relay, ws: WebSocket, token: str | None) -> Consumer | None:
