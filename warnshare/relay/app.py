@@ -719,7 +719,9 @@ async def _subscriber_reader(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
         received_ns = time.time_ns()
         if data is None:
             return
-        if len(data) > MAX_SUBSCRIBER_FRAME_BYTES:
+        # the limit is in bytes: a text frame's UTF-8 can be up to 4 times its length in characters
+        size = len(data) if isinstance(data, bytes) else len(data.encode())
+        if size > MAX_SUBSCRIBER_FRAME_BYTES:
             raise ProtocolError(
                 ErrorCode.FRAME_TOO_LARGE,
                 f"subscriber frames are limited to {MAX_SUBSCRIBER_FRAME_BYTES} bytes",
