@@ -75,6 +75,18 @@ def _accel(r: np.ndarray, v: np.ndarray) -> np.ndarray:
     ])
 
 
+_I6 = np.eye(6)
+_I3 = np.eye(3)
+# white-noise-acceleration Q = q (dt^4/4 A + dt^3/2 B + dt^2 C), with these block patterns
+_QA = np.zeros((6, 6))
+_QA[:3, :3] = _I3
+_QB = np.zeros((6, 6))
+_QB[:3, 3:] = _I3
+_QB[3:, :3] = _I3
+_QC = np.zeros((6, 6))
+_QC[3:, 3:] = _I3
+
+
 def _predict(x: np.ndarray, p: np.ndarray, dt: float, sigma_a: float) -> tuple[np.ndarray, np.ndarray]:
     """Ballistic prediction in sub-steps of at most 5 s, covariance by a constant-velocity F."""
     if dt <= 0.0:
@@ -86,13 +98,10 @@ def _predict(x: np.ndarray, p: np.ndarray, dt: float, sigma_a: float) -> tuple[n
         a = _accel(r, v)
         r = r + v * h + 0.5 * a * h * h
         v = v + _accel(r, v) * 0.5 * h + a * 0.5 * h
-    f = np.eye(6)
-    f[:3, 3:] = np.eye(3) * dt
+    f = _I6.copy()
+    f[:3, 3:] = _I3 * dt
     q = sigma_a**2
-    qm = np.zeros((6, 6))
-    qm[:3, :3] = np.eye(3) * q * dt**4 / 4
-    qm[:3, 3:] = qm[3:, :3] = np.eye(3) * q * dt**3 / 2
-    qm[3:, 3:] = np.eye(3) * q * dt**2
+    qm = (q * dt**4 / 4) * _QA + (q * dt**3 / 2) * _QB + (q * dt**2) * _QC
     return np.concatenate([r, v]), f @ p @ f.T + qm
 
 
@@ -113,6 +122,9 @@ def _altitude(x: np.ndarray) -> float:
 def _gate(xp: np.ndarray, pp: np.ndarray, z: np.ndarray, rz: np.ndarray) -> float:
     y = z - xp[:3]
     s = pp[:3, :3] + rz
+    yy = float(y @ y)
+    if yy > GATE_CHI2 * float(np.trace(s)):
+        return math.inf  # d2 >= |y|^2 / max eigenvalue >= |y|^2 / trace: outside, no solve needed
     return float(y @ np.linalg.solve(s, y))
 
 
@@ -141,6 +153,9 @@ def _update_boost(tr: _Track) -> None:
     r, v = tr.x[:3], tr.x[3:]
     speed = float(np.linalg.norm(v))
     plume = tr.t_ns < tr.ir_until_ns
+    if tr.burnt_out:
+        tr.boosting = False
+        return
     sigma_v = math.sqrt(max(float(np.trace(tr.p[3:, 3:])) / 3.0, 0.0))
     if sigma_v < 150.0:
         tr.history.append((tr.t_ns, v.copy()))
@@ -306,6 +321,12 @@ def run_tracker(
         preds = {}
         for k, tr in enumerate(tracks):
             dt = (t - tr.t_ns) / NS
+            # cheap reach test before the full prediction: far from every report, skip it
+            reach = 20e3 + 3.0 * math.sqrt(float(np.trace(tr.p[:3, :3]))) + 0.5 * SIGMA_A_MANOEUVRE * dt * dt \
+                + 3.0 * math.sqrt(float(np.trace(tr.p[3:, 3:]))) * dt
+            guess = tr.x[:3] + tr.x[3:] * dt
+            if all(float(np.sum((z_all[m] - guess) ** 2)) > reach * reach for m in scan):
+                continue
             sig = _sigma_a(tr)
             xp, pp = _predict(tr.x, tr.p, dt, sig)
             xh = ph = None
