@@ -16,7 +16,8 @@ NATION_COLOURS = {"USA": "#1f4e9c", "JPN": "#c0262d", "KOR": "#1b8a3a"}
 NATION_MARKERS = {"USA": "v", "JPN": "o", "KOR": "s"}
 NS = 1_000_000_000
 # label positions (points) that keep neighbouring sites' names apart
-LABEL_OFFSETS = {"USA-TPY2-SHARIKI": (-8, -11), "KOR-GREENPINE-CHUNGNAM": (-70, -10), "USA-TPY2-SEONGJU": (6, -10)}
+LABEL_OFFSETS = {"USA-TPY2-SHARIKI": (-8, -11), "KOR-GREENPINE-CHUNGNAM": (-70, -10), "USA-TPY2-SEONGJU": (-82, -12),
+                 "KOR-KDX3-YULGOK": (-40, 7)}
 
 
 def _downrange_km(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
