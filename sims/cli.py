@@ -82,6 +82,7 @@ def summary(result: SimResult) -> dict[str, Any]:
         "description": sc.description,
         "start_utc": _utc(sc.start_ns),
         "seed": result.seed,
+        "nations": list(result.national_tracks),
         "faults": [{"kind": f.kind, "nation": f.nation, "start_s": f.start_s, "end_s": f.end_s, **f.params} for f in sc.faults],
         "missiles": missiles,
     }
@@ -96,7 +97,7 @@ def _print_summary(s: dict[str, Any]) -> None:
               f"{m['launch_lat_deg']:.3f}N {m['launch_lon_deg']:.3f}E{brk}")
         print(f"    apogee {m['apogee_km']:.1f} km, range {m['range_km']:.1f} km, flight {m['flight_time_s']:.0f} s{extra}; "
               f"impact {m['impact_lat_deg']:.3f}N {m['impact_lon_deg']:.3f}E")
-        for nation in NATIONS:
+        for nation in s["nations"]:
             sensors = [x for x in m["seen_by"] if x["nation"] == nation]
             t = m["national_tracks"].get(nation)
             if not sensors and not t:

@@ -53,7 +53,7 @@ class _Track:
     phase_known: bool = False
     burnt_out: bool = False
     terminal: bool = False
-    quiet: int = 0
+    quiet_since_ns: int | None = None
     thrust_seen_ns: int = -(10**19)
     ir_until_ns: int = 0
     history: list = field(default_factory=list)  # (t_ns, velocity) after each update
@@ -162,35 +162,41 @@ def _update_boost(tr: _Track) -> None:
     while tr.history and tr.t_ns - tr.history[0][0] > BOOST_WINDOW_S * NS:
         tr.history.pop(0)
     span = (tr.history[-1][0] - tr.history[0][0]) / NS if tr.history else 0.0
-    thrusting = None
+    thrusting = None  # True: thrust seen; False: thrust ruled out; None: cannot tell
     if span >= 0.75 * BOOST_WINDOW_S and len(tr.history) >= 4:
         # least-squares slope of the velocity history: steadier than its two ends
         ts = np.array([(h[0] - tr.history[0][0]) / NS for h in tr.history])
         vs = np.array([h[1] for h in tr.history])
         tc = ts - ts.mean()
         slope = (tc @ (vs - vs.mean(axis=0))) / float(tc @ tc)
-        a = slope - _accel(r, v)
-        thrusting = float(a @ v) / max(speed, 1.0) > BOOST_ACCEL and float(r @ v) > 0.0
+        along = float((slope - _accel(r, v)) @ v) / max(speed, 1.0)
+        # the slope's own noise, from the scatter of the velocities about the fitted line
+        resid = vs - vs.mean(axis=0) - np.outer(tc, slope)
+        slope_sigma = math.sqrt(float(np.sum(resid**2)) / max(1, 3 * (len(ts) - 2)) / float(tc @ tc))
+        if along - 2.0 * slope_sigma > BOOST_ACCEL and float(r @ v) > 0.0:
+            thrusting = True
+        elif along + 2.0 * slope_sigma < BOOST_ACCEL:
+            thrusting = False
     if float(r @ v) < 0.0 and tr.phase_known and not plume:
         tr.burnt_out = True  # nothing boosts on the way down
     if plume or thrusting:
         tr.thrust_seen_ns = tr.t_ns
+        tr.quiet_since_ns = None
     if tr.burnt_out:
         tr.boosting = False
     elif plume or thrusting:
         tr.boosting = True
         tr.phase_known = True
-    elif thrusting is None and tr.boosting and tr.t_ns - tr.thrust_seen_ns > BOOST_HOLD_S * NS:
-        tr.boosting = False  # no evidence either way for a while: stop claiming a boost
     elif thrusting is False:
-        tr.quiet += 1
         tr.phase_known = True
-        if tr.quiet >= 3 or not tr.boosting:
-            # three quiet looks in a row before declaring burn-out
+        if tr.quiet_since_ns is None:
+            tr.quiet_since_ns = tr.t_ns
+        # burn-out only once thrust has stayed ruled out for a whole window
+        if not tr.boosting or tr.t_ns - tr.quiet_since_ns >= BOOST_WINDOW_S * NS:
             tr.boosting = False
             tr.burnt_out = True
-    if thrusting:
-        tr.quiet = 0
+    elif tr.boosting and tr.t_ns - tr.thrust_seen_ns > BOOST_HOLD_S * NS:
+        tr.boosting = False  # no evidence either way for a while: stop claiming a boost
 
 
 def _merge(tracks: list[_Track], updated: set[int], t: int, emit, latency_ns: int) -> None:
