@@ -307,3 +307,13 @@ def test_profile_summary_shares_inclusive_and_self_samples() -> None:
     assert "main (x.py:1)" not in inclusive  # in every sample: says nothing
     assert "40.0%  writer (warnshare/relay/hub.py:3)" in self_part
     assert summarize_collapsed([]) == "no samples\n"
+
+
+def test_summary_survives_failed_runs() -> None:
+    failed = _fake("rate1000_subs100", "relay", 0, 1_000_000)
+    failed.ok, failed.error = False, "RuntimeError: boom"
+    failed.latency = LatencyHistogram()
+    results = [failed, _fake("rate1000_subs100", "tcp", 0, 1_000_000), _fake("rate1000_subs100", "ws", 0, 1_000_000)]
+    s = bench_relay.summarize(results, ["relay", "tcp", "ws"])
+    assert s["rate1000_subs100"]["relay_p99_ms"] is None and s["rate1000_subs100"]["met"] is False
+    assert s["repeats"]["runs_meeting_ratio_targets"] == 0 and s["repeats"]["relay_runs_failed"] == 1

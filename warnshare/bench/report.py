@@ -363,7 +363,7 @@ def write_markdown(
         "",
         f"Run {machine.get('started_utc', '')} on {machine.get('nproc')} CPU(s) "
         f"({machine.get('cpu_model')}), Python {machine.get('python')}, "
-        f"load average at start {machine.get('load_average')}.",
+        f"load average at start {machine.get('load_average')}, niceness {machine.get('niceness', 0)}.",
         "",
         "Latency is node send (intended, open-loop schedule) to subscriber receive, same host clock, "
         "in milliseconds; every repeat of a point is merged into one histogram. `p99 runs` is the "
