@@ -30,9 +30,12 @@ RUN /opt/warnshare/bin/pip install --no-deps --no-build-isolation . \
  && /opt/warnshare/bin/warnshare --version
 
 FROM ${PYTHON_IMAGE}
+# keys/ and journal/ are empty mount points, owned by the service user so that volumes mounted
+# there start writable for it; the keys themselves only ever arrive at run time.
 RUN groupadd --system --gid 10001 warnshare \
  && useradd --system --uid 10001 --gid warnshare --home-dir /var/lib/warnshare --create-home \
-      --shell /usr/sbin/nologin warnshare
+      --shell /usr/sbin/nologin warnshare \
+ && install -d -o warnshare -g warnshare -m 0700 /var/lib/warnshare/keys /var/lib/warnshare/journal
 COPY --from=build /opt/warnshare /opt/warnshare
 # In a container the relay listens on all of the container's interfaces; where it is
 # reachable from is decided by the port publishing (127.0.0.1 only in docker-compose.yml).

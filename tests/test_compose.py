@@ -19,6 +19,7 @@ import shlex
 import statistics
 import subprocess
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 SANDBOX = REPO.parent / "shared" / "tools" / "docker-sandbox"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 NODE_SERVICES = ("usa", "jpn", "kor")
+KEYS_DIR = "/var/lib/warnshare/keys"
 
 #: Several missiles, so that "one event per missile" is a real check; played fast.
 SCENARIO = "srbm-salvo-2022-06-05"
@@ -113,11 +115,12 @@ def _service_states(cmd: list[str], env: dict[str, str]) -> dict[str, tuple[str,
     return {r["Service"]: (r["State"], int(r.get("ExitCode") or 0)) for r in rows}
 
 
-async def _collect(url: str, cmd: list[str], env: dict[str, str], deadline_s: float) -> list[tuple[dict, int]]:
+async def _collect(url: str, token: str, cmd: list[str], env: dict[str, str], deadline_s: float) -> list[tuple[dict, int]]:
     """Alerts (as dicts, with their frame's relay_sent_ns) from the nodes' start until fusion is done."""
     received: list[tuple[dict, int]] = []
+    headers = {"Authorization": f"Bearer {token}"}
     try:
-        async with websockets.connect(url, max_size=64 << 20, open_timeout=10) as ws:
+        async with websockets.connect(url, additional_headers=headers, max_size=64 << 20, open_timeout=10) as ws:
             await _receive_until_done(ws, cmd, env, deadline_s, received)
     except websockets.ConnectionClosed as exc:
         raise AssertionError(f"the relay's alert stream closed after {len(received)} alerts: {exc}") from None
@@ -181,12 +184,22 @@ def test_compose_demo_fuses_alerts_from_all_three_nations(compose: tuple[list[st
     host, _, port = published.rpartition(":")
     assert host == "127.0.0.1", f"the relay must be published on loopback only, not {published!r}"
 
-    received = asyncio.run(_collect(f"ws://127.0.0.1:{port}/v1/alerts", cmd, env, deadline_s=300))
+    # Keys are made at run time into a volume, never baked into the image ...
+    baked = _run(["docker", "run", "--rm", "--entrypoint", "ls", "warnshare:local", "-A", KEYS_DIR], env, 60)
+    assert baked.stdout.strip() == "", f"the image holds key material: {baked.stdout!r}"
+    # ... and the relay insists on them: signed nodes, subscribers with a token.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        assert json.load(r)["authentication"] is True
+    token = _run([*cmd, "exec", "-T", "relay", "cat", f"{KEYS_DIR}/jpn-ops.token"], env, 60).stdout.strip()
+    assert token
+
+    received = asyncio.run(_collect(f"ws://127.0.0.1:{port}/v1/alerts", token, cmd, env, deadline_s=300))
     t_done = time.monotonic()
 
     states = _service_states(cmd, env)
     for service in NODE_SERVICES:
         assert states[service] == ("exited", 0), f"node {service}: {states.get(service)}"
+    assert states["keys"] == ("exited", 0), f"keys: {states.get('keys')}"
     assert states["relay"][0] == "running", f"relay: {states['relay']}"
     assert received, "no alert reached the host subscriber"
 
