@@ -30,6 +30,7 @@ SIGMA_A_MANOEUVRE = 300.0  # m/s^2: re-entry deceleration or a thrust the gate m
 SIGMA_V_INIT = 3000.0  # m/s: a one-point track knows nothing of its velocity
 BOOST_ACCEL = 8.0  # m/s^2 of non-gravitational acceleration along the velocity: thrust
 BOOST_WINDOW_S = 8.0  # velocity history over which that acceleration is measured
+BURNOUT_QUIET_S = 4.0  # thrust ruled out this long before burn-out is declared
 BOOST_HOLD_S = 15.0  # a boost claim without fresh evidence lapses after this
 MERGE_CHI2 = 25.0  # two tracks this close in position (and velocity) are one target
 TENTATIVE_TIMEOUT_S = 6.0
@@ -191,8 +192,8 @@ def _update_boost(tr: _Track) -> None:
         tr.phase_known = True
         if tr.quiet_since_ns is None:
             tr.quiet_since_ns = tr.t_ns
-        # burn-out only once thrust has stayed ruled out for a whole window
-        if not tr.boosting or tr.t_ns - tr.quiet_since_ns >= BOOST_WINDOW_S * NS:
+        # burn-out only once thrust has stayed ruled out for a while
+        if not tr.boosting or tr.t_ns - tr.quiet_since_ns >= BURNOUT_QUIET_S * NS:
             tr.boosting = False
             tr.burnt_out = True
     elif tr.boosting and tr.t_ns - tr.thrust_seen_ns > BOOST_HOLD_S * NS:

@@ -184,8 +184,9 @@ def test_boost_phase_is_flagged_in_boost_and_not_after() -> None:
         for u in r.national_tracks[nation]:
             tr = r.truth[u.missile_id]
             if u.boosting:
-                # flagged boosting: the engine burns, give or take the tracker's smoothing window
-                assert u.time_of_validity_ns < tr.burnout_ns + 15 * NS
+                # flagged boosting: the engine burns, give or take the tracker's 8 s velocity
+                # window and the few seconds it needs to rule thrust out on a noisy radar
+                assert u.time_of_validity_ns < tr.burnout_ns + 20 * NS
             if u.flight_phase == "TERMINAL":
                 assert u.time_of_validity_ns > tr.burnout_ns
         boosting = [u for u in r.national_tracks[nation] if u.boosting]
