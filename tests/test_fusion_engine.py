@@ -31,11 +31,17 @@ def salvo():
 
 
 def run(reps, config=None, skip=lambda r: False):
+    """Feed reports in order, ticking once per second of arrival time as the relay does."""
     engine = FusionEngine(config or FusionConfig())
     alerts = []
+    next_tick = None
     for t, r in reps:
         if skip(r):
             continue
+        next_tick = t if next_tick is None else next_tick
+        while t >= next_tick:
+            alerts += engine.tick(next_tick)
+            next_tick += NS
         alerts += engine.ingest(r, node_sent_ns=t + 1000, received_ns=t + 2000)
     return engine, alerts
 
@@ -102,6 +108,8 @@ def test_salvo_one_event_per_missile_and_no_swaps(salvo):
     engine = FusionEngine()
     pairs = []
     for t, r in reps:
+        if t % NS < 10**8:
+            engine.tick(t)
         pairs.append((r, engine.ingest(r, node_sent_ns=t, received_ns=t)))
     assert len(engine.events()) == 3
     mapping = event_of_track(pairs)

@@ -128,42 +128,52 @@ _Q_BASIS = np.stack(
 
 def accel_batch(r: NDArray, v: NDArray) -> NDArray:
     """ECEF acceleration of (n, 3) positions and velocities."""
-    x, y, z = r[:, 0], r[:, 1], r[:, 2]
+    return _accel_t(r.T, v.T).T
+
+
+def _accel_t(r: NDArray, v: NDArray) -> NDArray:
+    """ECEF acceleration of positions and velocities laid out (3, n): rows are contiguous."""
+    x, y, z = r
     r2 = x * x + y * y + z * z
     k = -WGS84_GM / (r2 * np.sqrt(r2))
     f = _J2A2 / r2
     zr2 = 5.0 * z * z / r2
-    g = k * (1.0 + f * (1.0 - zr2))
-    out = np.empty_like(r)
-    out[:, 0] = g * x + 2.0 * _W * v[:, 1] + _W2 * x
-    out[:, 1] = g * y - 2.0 * _W * v[:, 0] + _W2 * y
-    out[:, 2] = k * z * (1.0 + f * (3.0 - zr2))
-    return out
+    g = k * (1.0 + f * (1.0 - zr2)) + _W2
+    return np.stack([g * x + (2.0 * _W) * v[1], g * y - (2.0 * _W) * v[0], k * z * (1.0 + f * (3.0 - zr2))])
 
 
 def rk4_batch(s: NDArray, h: float) -> NDArray:
     """One RK4 step of (n, 6) states."""
+    r, v = _rk4_t(s[:, :3].T, s[:, 3:].T, h)
+    return np.concatenate([r.T, v.T], axis=1)
 
-    def f(u: NDArray) -> NDArray:
-        return np.concatenate([u[:, 3:], accel_batch(u[:, :3], u[:, 3:])], axis=1)
 
-    k1 = f(s)
-    k2 = f(s + 0.5 * h * k1)
-    k3 = f(s + 0.5 * h * k2)
-    k4 = f(s + h * k3)
-    return s + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+def _rk4_t(r: NDArray, v: NDArray, h: float) -> tuple[NDArray, NDArray]:
+    a1 = _accel_t(r, v)
+    v2 = v + (0.5 * h) * a1
+    a2 = _accel_t(r + (0.5 * h) * v, v2)
+    v3 = v + (0.5 * h) * a2
+    a3 = _accel_t(r + (0.5 * h) * v2, v3)
+    v4 = v + h * a3
+    a4 = _accel_t(r + h * v3, v4)
+    return r + (h / 6.0) * (v + 2.0 * (v2 + v3) + v4), v + (h / 6.0) * (a1 + 2.0 * (a2 + a3) + a4)
 
 
 def altitude_approx(r: NDArray) -> NDArray:
     """Height above the WGS84 ellipsoid of (n, 3) positions, to a few metres below 1000 km."""
-    x, y, z = r[:, 0], r[:, 1], r[:, 2]
-    p = np.hypot(x, y)
-    beta = np.arctan2(z * WGS84_A, p * _B)
-    sb, cb = np.sin(beta), np.cos(beta)
-    lat = np.arctan2(z + _EP2 * _B * sb**3, p - WGS84_E2 * WGS84_A * cb**3)
-    sl, cl = np.sin(lat), np.cos(lat)
-    n = WGS84_A / np.sqrt(1.0 - WGS84_E2 * sl * sl)
-    return p * cl + z * sl - WGS84_A * WGS84_A / n
+    return _alt_t(r.T)
+
+
+def _alt_t(r: NDArray) -> NDArray:
+    """Height of (3, n) positions: distance from the centre less the ellipsoid's geocentric
+    radius below the point (off the geodetic height by < 1 m under 150 km)."""
+    x, y, z = r
+    r2 = x * x + y * y + z * z
+    s2 = z * z / r2
+    return np.sqrt(r2) - _AB / np.sqrt(_B * _B + (WGS84_A * WGS84_A - _B * _B) * s2)
+
+
+_AB = WGS84_A * _B
 
 
 def geodetic(x: float, y: float, z: float) -> tuple[float, float, float]:
@@ -194,33 +204,36 @@ def fly_to_ground(
     the lowest altitude among points still flying (half the time to fall at full speed), so arcs
     in vacuum take 30 s steps and the last kilometres ~1 s, and the crossing is found by cubic Hermite interpolation.
     """
-    s = np.array(s0, dtype=float, copy=True)
+    s0 = np.asarray(s0, dtype=float)
+    r, v = s0[:, :3].T.copy(), s0[:, 3:].T.copy()
     sign = 1.0 if forward else -1.0
     t = 0.0
-    alt = altitude_approx(s[:, :3]) - stop_alt_m
+    alt = _alt_t(r) - stop_alt_m
     apogee = alt + stop_alt_m
     done = alt <= 0.0
     t_hit = np.where(done, 0.0, np.nan)
-    s_hit = s.copy()
-    path = [s[0, :3].copy()] if record_first else []
+    s_hit = s0.copy()
+    path = [r[:, 0].copy()] if record_first else []
     while not done.all() and t < max_time_s:
         live = ~done
         lowest = float(alt[live].min())
-        speed = float(np.abs(s[live, 3:]).max()) + 1.0
+        speed = float(np.abs(v[:, live]).max()) + 1.0
         h = min(30.0, max(0.5, 0.5 * lowest / speed))
-        s_new = rk4_batch(s, sign * h)
-        alt_new = altitude_approx(s_new[:, :3]) - stop_alt_m
-        apogee = np.maximum(apogee, alt_new + stop_alt_m)
+        r_new, v_new = _rk4_t(r, v, sign * h)
+        alt_new = _alt_t(r_new) - stop_alt_m
+        np.maximum(apogee, alt_new + stop_alt_m, out=apogee)
         crossed = live & (alt_new <= 0.0)
         if crossed.any():
             idx = np.nonzero(crossed)[0]
-            frac = _hermite_root(s[idx], s_new[idx], alt[idx], alt_new[idx], sign * h, stop_alt_m)
+            a = np.concatenate([r[:, idx], v[:, idx]]).T
+            b = np.concatenate([r_new[:, idx], v_new[:, idx]]).T
+            frac = _hermite_root(a, b, alt[idx], alt_new[idx], sign * h, stop_alt_m)
             t_hit[idx] = sign * (t + frac * h)
-            s_hit[idx] = _hermite_state(s[idx], s_new[idx], frac, sign * h)
+            s_hit[idx] = _hermite_state(a, b, frac, sign * h)
             done = done | crossed
         if record_first and not done[0]:
-            path.append(s_new[0, :3].copy())
-        s = s_new
+            path.append(r_new[:, 0].copy())
+        r, v = r_new, v_new
         alt = alt_new
         t += h
     if record_first:
@@ -243,12 +256,12 @@ def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: float) -> NDArray:
 def _hermite_root(
     a: NDArray, b: NDArray, alt_a: NDArray, alt_b: NDArray, h: float, stop_alt_m: float
 ) -> NDArray:
-    """Fraction of the step where the interpolated altitude crosses zero (secant, 4 passes)."""
+    """Fraction of the step where the interpolated altitude crosses zero (false position, 3 passes)."""
     lo = np.zeros(len(a))
     hi = np.ones(len(a))
     f_lo, f_hi = alt_a, alt_b
     u = f_lo / (f_lo - f_hi)
-    for _ in range(4):
+    for _ in range(3):
         f_u = altitude_approx(_hermite_state(a, b, u, h)[:, :3]) - stop_alt_m
         above = f_u > 0.0
         lo = np.where(above, u, lo)

@@ -86,14 +86,16 @@ class FusionConfig:
     member_stale_s: float = 5.0
     #: A member older than this leaves its event (its nation may come back under any number).
     member_drop_s: float = 60.0
-    #: Re-association and duplicate-event merge run once per this much track time.
+    #: Re-association and duplicate-event merge run in ``tick``, once per this much track time.
     scan_interval_s: float = 1.0
     #: Consecutive scans two single-nation-disjoint events must agree before they merge.
     merge_scans: int = 3
     #: CI weights are re-optimised at most once per this much track time (any weight is consistent).
-    reweight_interval_s: float = 1.0
-    #: Impact prediction (sigma points to the ground) at most once per this much track time.
-    impact_interval_s: float = 1.0
+    reweight_interval_s: float = 2.0
+    #: Impact prediction (sigma points to the ground, a few ms) at most once per this much track
+    #: time and, for scenarios replayed faster than real time, per this much wall time.
+    impact_interval_s: float = 2.0
+    impact_min_wall_ns: int = 0
     #: Longest flight the impact propagation follows (s).
     max_flight_s: float = 6000.0
     #: No update for this long (wall): IMPACT if the missile was near the ground, else TRACK_LOST.
@@ -126,6 +128,7 @@ class _Member:
     phase: FlightPhase
     launch_estimate: GroundEstimate | None
     data_mode: DataMode
+    misfit: int = 0
 
 
 @dataclass(slots=True)
@@ -149,10 +152,10 @@ class _Event:
     phase: FlightPhase = FlightPhase.UNKNOWN
     boosting: bool = False
     max_alt_m: float = 0.0
-    weights_key: tuple = ()
-    weights: NDArray | None = None
-    weights_tov_ns: int = -(1 << 62)
+    #: CI weights by live-member set, with the time they were optimised at.
+    weights: dict = field(default_factory=dict)
     impact_tov_ns: int = -(1 << 62)
+    impact_rx_ns: int = -(1 << 62)
     launch: GroundEstimate | None = None
     launch_alt_m: float = math.inf
     impact: GroundPoint | None = None
@@ -183,6 +186,8 @@ class FusionEngine:
         self._next_event_id = 1
         self._last_alert_id = 0
         self._next_scan_tov_ns: int | None = None
+        self._latest_tov_ns = -(1 << 62)
+        self._last_hops: tuple = ()
         self._stale_ns = int(c.member_stale_s * _NS)
         self._drop_ns = int(c.member_drop_s * _NS)
         self._reweight_ns = int(c.reweight_interval_s * _NS)
@@ -239,23 +244,25 @@ class FusionEngine:
             event = self._associate_new(member, hops, received_ns, out)
         elif event.status == "LOST":
             self._revive(event, hops, received_ns, out)
-        if self._next_scan_tov_ns is None:
-            self._next_scan_tov_ns = tov + self._scan_ns
-        elif tov >= self._next_scan_tov_ns:
-            self._next_scan_tov_ns = tov + self._scan_ns
-            self._scan(tov, hops, received_ns, out)
-            event = self._events.get(member.event_id)
-            if event is None:
-                return out
+        if tov > self._latest_tov_ns:
+            self._latest_tov_ns = tov
+        self._last_hops = hops
         self._update_event(event, tov, hops, received_ns)
         out.append(self._alert(event, AlertKind.TRACK_UPDATE, received_ns, hops, self._update_text(event)))
         self._lifecycle(event, hops, received_ns, out)
         return out
 
     def tick(self, now_ns: int) -> list[Alert]:
-        """Advance wall time: time-outs give IMPACT or TRACK_LOST, then FINAL_ASSESSMENT."""
+        """Advance wall time: re-association and duplicate merging (once per ``scan_interval_s``
+        of track time), then time-outs: IMPACT or TRACK_LOST, then FINAL_ASSESSMENT."""
         out: list[Alert] = []
         c = self.config
+        t = self._latest_tov_ns
+        if self._last_hops and (self._next_scan_tov_ns is None or t >= self._next_scan_tov_ns):
+            self._next_scan_tov_ns = t + self._scan_ns
+            self._scan(t, self._last_hops, now_ns, out)
+            for a in out:
+                a.hops.fused_ns = now_ns
         for event in list(self._events.values()):
             idle = now_ns - event.last_received_ns
             if event.status == "ACTIVE" and idle > c.lost_timeout_ns:
@@ -330,8 +337,10 @@ class FusionEngine:
         dt_m = (t_ns - member.tov_ns) / _NS
         dt_e = (t_ns - event.tov_ns) / _NS
         xm = np.array(dynamics.predict_state(member.x, dt_m))
-        pm = dynamics.predict_covariance(member.p, dt_m, c.q_boost if member.boosting else c.q_ballistic)
         xe = np.array(dynamics.predict_state(event.x.tolist(), dt_e))
+        if float(np.linalg.norm(xm[:3] - xe[:3])) > 50_000.0 + 6.0 * math.sqrt(float(np.trace(event.p[:3, :3]))):
+            return association.FORBIDDEN
+        pm = dynamics.predict_covariance(member.p, dt_m, c.q_boost if member.boosting else c.q_ballistic)
         pe = dynamics.predict_covariance(event.p, dt_e, c.q_boost if event.boosting else c.q_ballistic)
         return association.mahalanobis2(xm - xe, pm + pe + self._gate_bias)
 
@@ -367,9 +376,14 @@ class FusionEngine:
             event.lost_alert_id = 0
 
     def _scan(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
-        """Periodic global re-association per nation, then merging of duplicate events."""
+        """Periodic re-association per nation, then merging of duplicate events.
+
+        A track stays with its event while it gates with the event's picture from the other
+        nations. Tracks that do not are re-assigned globally (one solve per nation) to the events
+        they do gate with; one that gates with none for ``merge_scans`` scans in a row becomes
+        an event of its own (its nation's tracker followed another object).
+        """
         c = self.config
-        # drop members that stopped reporting long ago
         for key, m in list(self._members.items()):
             if t_ns - m.tov_ns > self._drop_ns:
                 self._detach(m)
@@ -380,40 +394,65 @@ class FusionEngine:
                       if m.nation == nation and t_ns - m.tov_ns <= self._stale_ns]
             if not tracks or not active:
                 continue
-            cost = np.full((len(tracks), len(active)), association.FORBIDDEN)
-            for i, m in enumerate(tracks):
+            cache: dict[int, tuple[NDArray, NDArray] | None] = {}
+
+            def others(e: _Event, nation: Nation = nation, cache: dict = cache) -> tuple[NDArray, NDArray] | None:
+                if e.event_id not in cache:
+                    live = [o for o in e.members.values()
+                            if o.nation != nation and t_ns - o.tov_ns <= self._stale_ns]
+                    if not live:
+                        cache[e.event_id] = None
+                    else:
+                        xs, ps = self._predicted(live, t_ns)
+                        # even weights: consistent, and gating needs no optimum
+                        w = np.full(len(live), 1.0 / len(live))
+                        x, p, _ = ci.fuse(xs, ps, w) if len(live) > 1 else (xs[0], ps[0], None)
+                        cache[e.event_id] = (x, p)
+                return cache[e.event_id]
+
+            suspects = []
+            for m in tracks:
+                e = self._events.get(m.event_id)
+                if e is not None and e.status == "ACTIVE":
+                    o = others(e)
+                    if o is None or self._cost_to(m, o, t_ns) <= c.gate_chi2:
+                        m.misfit = 0
+                        continue
+                    m.misfit += 1
+                suspects.append(m)
+            if not suspects:
+                continue
+            cost = np.full((len(suspects), len(active)), association.FORBIDDEN)
+            for i, m in enumerate(suspects):
                 for j, e in enumerate(active):
-                    if e.data_mode != m.data_mode:
-                        continue
-                    others = [o for o in e.members.values() if o.nation != nation
-                              and t_ns - o.tov_ns <= self._stale_ns]
-                    if not others:
-                        if m.event_id == e.event_id:
-                            cost[i, j] = 0.0
-                        continue
-                    cost[i, j] = self._cost_vs(m, others, t_ns)
+                    o = others(e) if e.data_mode == m.data_mode else None
+                    if o is not None:
+                        cost[i, j] = self._cost_to(m, o, t_ns)
             pairs = dict(association.assign(cost, c.gate_chi2))
-            for i, m in enumerate(tracks):
-                cur = next((j for j, e in enumerate(active) if e.event_id == m.event_id), None)
-                if cur is not None and cost[i, cur] <= c.gate_chi2:
-                    continue
+            for i, m in enumerate(suspects):
                 j = pairs.get(i)
-                if j is not None and active[j].event_id != m.event_id:
+                if j is not None:
+                    if active[j].event_id != m.event_id:
+                        self._detach(m)
+                        self._attach(m, active[j])
+                    m.misfit = 0
+                elif m.event_id and m.misfit >= c.merge_scans and len(self._events[m.event_id].members) > 1:
                     self._detach(m)
-                    self._attach(m, active[j])
-                elif j is None and cur is not None and cost[i, cur] < association.FORBIDDEN:
-                    # its event's other nations disagree beyond the gate: it is another missile
-                    self._detach(m)
+                    m.misfit = 0
                     self._new_event(m, hops, received_ns, out)
         self._merge_duplicates(t_ns, hops, received_ns, out)
 
-    def _cost_vs(self, m: _Member, others: list[_Member], t_ns: int) -> float:
-        xs, ps = self._predicted(others, t_ns)
-        x, p, _ = ci.fuse(xs, ps) if len(others) > 1 else (xs[0], ps[0], None)
+    def _cost_to(self, m: _Member, other: tuple[NDArray, NDArray], t_ns: int) -> float:
+        """Gate distance of a national track to a fused picture (x, p) valid at ``t_ns``."""
+        x, p = other
         dt = (t_ns - m.tov_ns) / _NS
-        xm = np.array(dynamics.predict_state(m.x, dt))
+        xm = dynamics.predict_state(m.x, dt)
+        # far apart in position: no need to solve
+        d2 = (xm[0] - x[0]) ** 2 + (xm[1] - x[1]) ** 2 + (xm[2] - x[2]) ** 2
+        if d2 > (50_000.0 + 6.0 * math.sqrt(float(p[0, 0] + p[1, 1] + p[2, 2]))) ** 2:
+            return association.FORBIDDEN
         pm = dynamics.predict_covariance(m.p, dt, self.config.q_boost if m.boosting else self.config.q_ballistic)
-        return association.mahalanobis2(xm - x, pm + p + self._gate_bias)
+        return association.mahalanobis2(np.array(xm) - x, pm + p + self._gate_bias)
 
     def _merge_duplicates(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
         """Two active events with no nation in common, within the gate for several scans in a
@@ -430,6 +469,9 @@ class FusionEngine:
                 dt_b = (t_ns - b.tov_ns) / _NS
                 xa = np.array(dynamics.predict_state(a.x.tolist(), dt_a))
                 xb = np.array(dynamics.predict_state(b.x.tolist(), dt_b))
+                if float(np.linalg.norm(xa[:3] - xb[:3])) > 50_000.0:
+                    a.merge_votes.pop(b.event_id, None)
+                    continue
                 pa = dynamics.predict_covariance(a.p, dt_a, c.q_boost if a.boosting else c.q_ballistic)
                 pb = dynamics.predict_covariance(b.p, dt_b, c.q_boost if b.boosting else c.q_ballistic)
                 if association.mahalanobis2(xa - xb, pa + pb + self._gate_bias) <= c.gate_chi2:
@@ -475,10 +517,11 @@ class FusionEngine:
             x, p = ci.fuse_independent(xs, ps)
         else:
             key = tuple((m.nation, m.track_number) for m in live)
-            reuse = key == event.weights_key and t_ns - event.weights_tov_ns < self._reweight_ns
-            x, p, w = ci.fuse(xs, ps, event.weights if reuse else None)
+            cached = event.weights.get(key)
+            reuse = cached is not None and t_ns - cached[1] < self._reweight_ns
+            x, p, w = ci.fuse(xs, ps, cached[0] if reuse else None)
             if not reuse:
-                event.weights, event.weights_key, event.weights_tov_ns = w, key, t_ns
+                event.weights[key] = (w, t_ns)
         event.x, event.p, event.tov_ns = x, p, t_ns
         event.last_received_ns = received_ns
         event.last_hops = hops
@@ -538,9 +581,13 @@ class FusionEngine:
         """Recompute the impact prediction if due; True if a new one was made."""
         if event.x is None or event.boosting:
             return False
-        if not force and event.tov_ns - event.impact_tov_ns < self._impact_ns:
+        if not force and (
+            event.tov_ns - event.impact_tov_ns < self._impact_ns
+            or event.last_received_ns - event.impact_rx_ns < self.config.impact_min_wall_ns
+        ):
             return False
         event.impact_tov_ns = event.tov_ns
+        event.impact_rx_ns = event.last_received_ns
         gp = predict_impact(event.x, event.p, event.tov_ns, self.config.max_flight_s)
         if gp is None:
             return False
