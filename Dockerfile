@@ -19,14 +19,16 @@ RUN python3 -m venv /opt/warnshare \
  && /opt/warnshare/bin/pip install "setuptools>=68" wheel
 WORKDIR /src
 COPY pyproject.toml ./
-# The dependency list is read from pyproject.toml so that there is one list to maintain.
-RUN python3 -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"]))' > requirements.txt \
+# The dependency list is read from pyproject.toml so that there is one list to maintain, less
+# matplotlib: the services never plot (plots are `warnshare sim` / `bench` work, done on a
+# workstation), and it would add a third to the image.
+RUN python3 -c 'import re, tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(r for r in d["project"]["dependencies"] if re.split(r"[^A-Za-z0-9_.-]", r)[0].lower() != "matplotlib"))' > requirements.txt \
  && /opt/warnshare/bin/pip install -r requirements.txt
 COPY README.md ./
 COPY warnshare ./warnshare
 COPY sims ./sims
 RUN /opt/warnshare/bin/pip install --no-deps --no-build-isolation . \
- && /opt/warnshare/bin/python -m compileall -q /opt/warnshare/lib \
+ && /opt/warnshare/bin/pip uninstall -q -y setuptools wheel pip \
  && /opt/warnshare/bin/warnshare --version
 
 FROM ${PYTHON_IMAGE}
