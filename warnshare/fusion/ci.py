@@ -34,6 +34,7 @@ _W3 = np.array(
         for i in range(_STEP3 + 1)
         for j in range(_STEP3 + 1 - i)
     ]
+    + [(1 / 3, 1 / 3, 1 / 3)]
 )
 
 

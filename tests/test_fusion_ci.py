@@ -1,0 +1,109 @@
+"""Covariance intersection and the per-report prediction: consistency and closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from warnshare.fusion import ci, dynamics
+
+
+def random_cov(rng, scale=100.0):
+    a = rng.standard_normal((6, 6)) * scale
+    return a @ a.T + np.eye(6) * scale
+
+
+def test_fuse_matches_the_ci_formula():
+    rng = np.random.default_rng(1)
+    ps = np.stack([random_cov(rng) for _ in range(3)])
+    xs = rng.standard_normal((3, 6))
+    w = np.array([0.2, 0.3, 0.5])
+    x, p, _ = ci.fuse(xs, ps, w)
+    infos = np.linalg.inv(ps)
+    info = np.einsum("k,kij->ij", w, infos)
+    p_ref = np.linalg.inv(info)
+    x_ref = p_ref @ np.einsum("k,kij,kj->i", w, infos, xs)
+    assert np.allclose(p, p_ref) and np.allclose(x, x_ref)
+
+
+def test_optimal_weight_beats_the_grid_and_the_extremes():
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        ps = np.stack([random_cov(rng), random_cov(rng)])
+        infos = np.linalg.inv(ps)
+        w = ci.optimal_weights(infos)
+        assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+        best = np.linalg.slogdet(w[0] * infos[0] + w[1] * infos[1])[1]
+        for a in np.linspace(0, 1, 101):
+            assert best >= np.linalg.slogdet(a * infos[0] + (1 - a) * infos[1])[1] - 1e-3
+
+
+def test_proportional_covariances_get_even_weights():
+    p = np.diag([100.0] * 3 + [4.0] * 3)
+    w = ci.optimal_weights(np.linalg.inv(np.stack([p, p, p])))
+    assert np.allclose(w, 1 / 3, atol=0.05)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.9, 0.99])
+def test_ci_is_never_overconfident_whatever_the_correlation(rho):
+    """Monte-Carlo: errors of two tracks with cross-correlation rho, fused by CI, have a
+    covariance no larger than CI claims (the claimed minus actual is PSD)."""
+    rng = np.random.default_rng(3)
+    p1 = random_cov(rng)
+    p2 = random_cov(rng)
+    l1, l2 = np.linalg.cholesky(p1), np.linalg.cholesky(p2)
+    n = 20000
+    common = rng.standard_normal((n, 6))
+    e1 = (np.sqrt(rho) * common + np.sqrt(1 - rho) * rng.standard_normal((n, 6))) @ l1.T
+    e2 = (np.sqrt(rho) * common + np.sqrt(1 - rho) * rng.standard_normal((n, 6))) @ l2.T
+    w = ci.optimal_weights(np.linalg.inv(np.stack([p1, p2])))
+    _, p, _ = ci.fuse(np.zeros((2, 6)), np.stack([p1, p2]), w)
+    infos = np.linalg.inv(np.stack([p1, p2]))
+    k1 = p @ (w[0] * infos[0])
+    k2 = p @ (w[1] * infos[1])
+    e = e1 @ k1.T + e2 @ k2.T
+    actual = np.cov(e.T)
+    # claimed - actual must be positive semi-definite, allowing 5% sampling slack
+    assert np.linalg.eigvalsh(1.05 * p - actual).min() > -1e-6 * np.trace(p)
+
+
+def test_independent_fuser_is_overconfident_on_correlated_errors():
+    p = np.diag([100.0] * 6)
+    _, p_naive = ci.fuse_independent(np.zeros((2, 6)), np.stack([p, p]))
+    _, p_ci, _ = ci.fuse(np.zeros((2, 6)), np.stack([p, p]))
+    # fully correlated equal tracks: the truth is p; naive claims p/2, CI claims p
+    assert np.allclose(p_naive, p / 2) and np.allclose(p_ci, p)
+
+
+def test_inv_refuses_singular():
+    with pytest.raises(np.linalg.LinAlgError), np.errstate(invalid="ignore"):
+        ci.inv(np.zeros((6, 6)))
+
+
+def test_covariance_prediction_closed_form():
+    rng = np.random.default_rng(4)
+    p0 = random_cov(rng)
+    for dt in (0.7, -1.3):
+        f = np.eye(6)
+        f[:3, 3:] = dt * np.eye(3)
+        q = 3.0
+        a = abs(dt)
+        qm = q * np.kron(np.array([[a**3 / 3, dt * a / 2], [dt * a / 2, a]]), np.eye(3))
+        assert np.allclose(dynamics.predict_covariance(p0, dt, q), f @ p0 @ f.T + qm)
+    stack = dynamics.predict_covariances(np.stack([p0, p0]), [0.5, 0.0], [1.0, 1.0])
+    assert np.allclose(stack[1], p0) and np.allclose(stack[0], dynamics.predict_covariance(p0, 0.5, 1.0))
+
+
+def test_state_prediction_agrees_with_fine_integration():
+    from warnshare import geo
+
+    s = list(geo.geodetic_to_ecef(40.0, 130.0, 300e3)) + [2000.0, 1500.0, 800.0]
+    fine = np.array(s)[None, :]
+    for _ in range(200):
+        fine = dynamics.rk4_batch(fine, 0.01)
+    assert np.allclose(dynamics.predict_state(s, 2.0), fine[0], atol=1e-3)
+    for _ in range(1800):
+        fine = dynamics.rk4_batch(fine, 0.01)
+    assert np.allclose(dynamics.predict_state(s, 20.0), fine[0], atol=1e-2)
+    back = dynamics.predict_state(dynamics.predict_state(s, 1.5), -1.5)
+    assert np.allclose(back, s, atol=1e-3)
