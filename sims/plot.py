@@ -81,7 +81,10 @@ def plot_result(result: SimResult, path: str) -> None:
     ax_alt.grid(True, alpha=0.3)
     handles, _ = ax_alt.get_legend_handles_labels()
     handles += [Line2D([], [], marker=NATION_MARKERS[n], ls="none", mfc=NATION_COLOURS[n], mec="k", ms=9,
-                       label=f"first {n} national track") for n in NATIONS if n in result.national_tracks]
+                       label=f"first {n} national track") for n in NATIONS if result.national_tracks.get(n)]
+    silent = [n for n in NATIONS if n in result.national_tracks and not result.national_tracks[n]]
+    if silent:
+        handles.append(Line2D([], [], ls="none", label=f"no national track: {', '.join(silent)}"))
     if any(tr.breakup_ns is not None for tr in result.truth.values()):
         handles.append(Line2D([], [], marker="*", ls="none", color="k", ms=12, label="break-up"))
     ax_alt.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.13),
@@ -91,6 +94,7 @@ def plot_result(result: SimResult, path: str) -> None:
     _timeline(ax_time, result, colours)
 
     # sensors
+    labels: list = []
     wanted = set(result.national_tracks) or set(NATIONS)
     for s in sensors():
         if s.kind != "radar" or s.nation not in wanted:
@@ -102,13 +106,34 @@ def plot_result(result: SimResult, path: str) -> None:
                     mec=NATION_COLOURS[s.nation], mfc=NATION_COLOURS[s.nation] if used else "white", mew=1.6,
                     alpha=0.35 if off else 1.0)
         short = s.id.split("-", 1)[1].replace("GREENPINE", "GP").replace("TPY2", "TPY-2").replace("FPS5", "FPS-5")
-        ax_map.annotate(short + (" (off)" if off else ""), (lon_s, s.lat_deg), xytext=LABEL_OFFSETS.get(s.id, (5, 3)),
-                        textcoords="offset points", fontsize=7, color=NATION_COLOURS[s.nation], zorder=8)
+        labels.append((short + (" (off)" if off else ""), lon_s, s, used))
         all_lat.append(s.lat_deg)
         all_lon.append(lon_s)
 
     lat0, lat1 = min(all_lat) - 1.5, max(all_lat) + 1.5
     lon0, lon1 = min(all_lon) - 2.0, max(all_lon) + 2.0
+    if lon1 - lon0 > 30.0:
+        # a flight far out into the Pacific: keep the map on the region and point to the impact
+        lon1 = max(lon0 + 30.0, max(s.lon_deg for s in sensors() if s.kind == "radar") + 6.0)
+        for k, (mid, tr) in enumerate(result.truth.items()):
+            lat, lon, _ = ecef_to_geodetic(tr.position_ecef_m)
+            lon = np.where(lon < 0, lon + 360.0, lon)
+            inside = np.nonzero(lon <= lon1 - 0.5)[0]
+            if len(inside) == len(lon) or len(inside) == 0:
+                continue
+            i = inside[-1]
+            ax_map.annotate(f"{mid} impact {tr.impact_lat_deg:.1f}N {tr.impact_lon_deg % 360:.1f}E\n"
+                            f"({tr.range_m / 1e3:,.0f} km from launch)",
+                            xy=(lon[i], lat[i]), xytext=(-150, -40), textcoords="offset points", fontsize=8,
+                            color=colours(k % 10), arrowprops={"arrowstyle": "->", "color": colours(k % 10)}, zorder=9)
+            ax_map.annotate("", xy=(lon1, lat[i]), xytext=(lon[i], lat[i]),
+                            arrowprops={"arrowstyle": "-|>", "color": colours(k % 10), "lw": 2}, zorder=5)
+    wide = lon1 - lon0 > 30.0
+    for text, lon_s, s, used in labels:
+        if wide and not used:
+            continue  # on a wide map only the radars that saw something are named
+        ax_map.annotate(text, (lon_s, s.lat_deg), xytext=LABEL_OFFSETS.get(s.id, (5, 3)), textcoords="offset points",
+                        fontsize=5.5 if wide else 7, color=NATION_COLOURS[s.nation], zorder=8)
     _coastlines(ax_map, (lon0, lon1, lat0, lat1))
     ax_map.set_xlim(lon0, lon1)
     ax_map.set_ylim(lat0, lat1)
