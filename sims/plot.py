@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from warnshare.geo import ecef_to_geodetic, great_circle_distance_m
+from warnshare.geo import ecef_to_geodetic
 
 from .model import NATIONS, SimResult
 from .sensors import sensors
@@ -233,5 +233,3 @@ def _coastlines(ax, box: tuple[float, float, float, float]) -> None:
         if lat0 < la < lat1 and lon0 < lo < lon1:
             ax.text(lo, la, code, fontsize=9, color="#777777", ha="center", zorder=2)
 
-
-__all__ = ["plot_result", "great_circle_distance_m"]

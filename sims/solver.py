@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from warnshare.geo import MEAN_RADIUS_M, destination_point, initial_bearing_deg
+from warnshare.geo import MEAN_RADIUS_M, initial_bearing_deg
 
 from .flight import MissileClass, RawFlight, Steering, fly
 
@@ -200,4 +200,4 @@ def aim(
     return sol
 
 
-__all__ = ["Solution", "aim", "destination_point", "minimum_energy_apogee_m", "profile_apogee_m", "solve"]
+__all__ = ["Solution", "aim", "minimum_energy_apogee_m", "profile_apogee_m", "solve"]

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from warnshare.geo import WGS84_A, WGS84_GM, WGS84_J2, WGS84_OMEGA, ecef_to_geodetic
+from warnshare.geo import (
+    WGS84_A,
+    WGS84_B,
+    WGS84_E2,
+    WGS84_GM,
+    WGS84_J2,
+    WGS84_OMEGA,
+    ecef_to_geodetic,
+)
 
 from .model import MeasurementSet, NationalTrackUpdate
 from .sensors import ir_to_ecef, radar_to_ecef
@@ -117,7 +125,7 @@ def _sigma_a(tr: _Track) -> float:
 def _altitude(x: np.ndarray) -> float:
     """Height above the ellipsoid along the geocentric radius (close enough to pick a noise level)."""
     r2 = float(x[0] ** 2 + x[1] ** 2 + x[2] ** 2)
-    return math.sqrt(r2) - WGS84_A * math.sqrt(1.0 - 0.00669437999014) / math.sqrt(1.0 - 0.00669437999014 * float(x[0] ** 2 + x[1] ** 2) / r2)
+    return math.sqrt(r2) - WGS84_B / math.sqrt(1.0 - WGS84_E2 * float(x[0] ** 2 + x[1] ** 2) / r2)
 
 
 def _gate(xp: np.ndarray, pp: np.ndarray, z: np.ndarray, rz: np.ndarray) -> float:
@@ -394,8 +402,6 @@ def run_tracker(
     renum: dict[int, int] = {}
     for u in out:
         renum.setdefault(u.track_number, len(renum) + 1)
-    from dataclasses import replace
-
     out = [replace(u, track_number=renum[u.track_number]) for u in out]
     out.sort(key=lambda u: (u.available_ns, u.track_number))
     return out

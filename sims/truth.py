@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from warnshare.geo import destination_point, great_circle_distance_m, initial_bearing_deg
+from warnshare.geo import great_circle_distance_m, initial_bearing_deg
 
 from .catalogue import missile_class
 from .flight import Steering, fly, resample
@@ -71,4 +69,4 @@ def fly_launch(spec: LaunchSpec, start_ns: int) -> Trajectory:
     )
 
 
-__all__ = ["fly_launch", "launch_geometry", "destination_point", "math"]
+__all__ = ["fly_launch", "launch_geometry"]
