@@ -105,6 +105,12 @@ class Trajectory:
     target_range_m: float | None = None
     published_flight_time_s: float | None = None
 
+    def geodetic(self) -> tuple[NDArray, NDArray, NDArray]:
+        """(lat_deg, lon_deg, alt_m) of every sample (WGS84)."""
+        from warnshare.geo import ecef_to_geodetic
+
+        return ecef_to_geodetic(self.position_ecef_m)
+
     def state_at(self, t_ns: NDArray | int) -> tuple[NDArray, NDArray]:
         """Position and velocity at UTC ns time(s), cubic Hermite between the samples.
 
