@@ -325,10 +325,8 @@ async def test_a_node_five_seconds_fast_gets_the_same_hop_latencies(relay_server
         ]
         assert alerts
         for a in alerts:
-            assert 0 <= a.hops.relay_received_ns - a.hops.node_sent_ns + 2_000_000 < 100_000_000, (
-                nation
-            )
-            assert (
-                abs(a.hops.clock_offset_ns - (5_000_000_000 if nation == Nation.KOR else 0))
-                < 2_000_000
-            )
+            slack = a.hops.clock_rtt_ns // 2 + 100_000  # the offset estimate's error bound
+            hop = a.hops.relay_received_ns - a.hops.node_sent_ns
+            assert -slack <= hop < 100_000_000, nation
+            expected = 5_000_000_000 if nation == Nation.KOR else 0
+            assert abs(a.hops.clock_offset_ns - expected) <= slack
