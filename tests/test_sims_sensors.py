@@ -217,3 +217,30 @@ def test_sensor_data_file_states_a_source_or_assumption_for_every_value() -> Non
     # the first time a value appears it says where it comes from; later sensors repeat the field
     missing = sorted(k for k, line in first.items() if "#" not in line)
     assert not missing, missing
+
+
+def test_slbm_at_the_edge_of_korean_coverage() -> None:
+    r = run("slbm-sinpo")
+    tr = r.truth["SLBM-1"]
+    assert not any(sid.startswith("KOR-KDX3") for sid in r.measurements)  # destroyers in port
+    kor = [ms for ms in r.measurements.values() if ms.nation == "KOR" and (ms.truth_id == "SLBM-1").any()]
+    jpn = [ms for ms in r.measurements.values() if ms.nation == "JPN" and (ms.truth_id == "SLBM-1").any()]
+    kor_last = max(int(ms.times_ns[ms.truth_id == "SLBM-1"][-1]) for ms in kor) if kor else tr.launch_ns
+    jpn_last = max(int(ms.times_ns[ms.truth_id == "SLBM-1"][-1]) for ms in jpn)
+    # Korea loses it before the middle of the flight; Japan holds it to the last minute
+    assert kor_last - tr.launch_ns < 0.5 * tr.flight_time_s * NS
+    assert tr.impact_ns - jpn_last < 60 * NS
+
+
+def test_salvo_stays_within_the_published_bounds() -> None:
+    r = run("srbm-salvo-2022-06-05")
+    ranges = [tr.range_m / 1e3 for tr in r.truth.values()]
+    apogees = [tr.apogee_m / 1e3 for tr in r.truth.values()]
+    assert len(ranges) == 8
+    assert min(ranges) == pytest.approx(110, abs=5) and max(ranges) == pytest.approx(670, abs=10)
+    assert all(25 <= a <= 91 for a in apogees)
+    launches = sorted(tr.launch_ns for tr in r.truth.values())
+    assert (launches[-1] - launches[0]) / NS <= 35 * 60
+    # every missile of the salvo gets a Korean national track of its own
+    kor_ids = {u.missile_id for u in r.national_tracks["KOR"]}
+    assert kor_ids == set(r.truth)
