@@ -60,6 +60,7 @@ def _construct(cls, **fields):
     return m
 
 
+_ATMOSPHERE_R2 = (6_371_000.0 + 80_000.0) ** 2
 _PROTECTED_AREAS = frozenset({ImpactArea.JPN_TERRITORY, ImpactArea.KOR_TERRITORY, ImpactArea.JPN_EEZ})
 _AREA_TEXT = {
     ImpactArea.JPN_TERRITORY: "inside JPN territory",
@@ -82,6 +83,8 @@ class FusionConfig:
     #: White-acceleration noise spectral density (m^2/s^3) while boosting / in ballistic flight.
     q_boost: float = 900.0
     q_ballistic: float = 4.0
+    #: ... below ~80 km, where drag and pull-up manoeuvres (KN-23) act.
+    q_atmosphere: float = 2500.0
     #: A member older than this (relative to the newest) is left out of the fused state.
     member_stale_s: float = 5.0
     #: A member older than this leaves its event (its nation may come back under any number).
@@ -333,15 +336,14 @@ class FusionEngine:
 
     def _cost(self, member: _Member, event: _Event, t_ns: int) -> float:
         """Squared Mahalanobis distance between a national track and an event at time ``t_ns``."""
-        c = self.config
         dt_m = (t_ns - member.tov_ns) / _NS
         dt_e = (t_ns - event.tov_ns) / _NS
         xm = np.array(dynamics.predict_state(member.x, dt_m))
         xe = np.array(dynamics.predict_state(event.x.tolist(), dt_e))
         if float(np.linalg.norm(xm[:3] - xe[:3])) > 50_000.0 + 6.0 * math.sqrt(float(np.trace(event.p[:3, :3]))):
             return association.FORBIDDEN
-        pm = dynamics.predict_covariance(member.p, dt_m, c.q_boost if member.boosting else c.q_ballistic)
-        pe = dynamics.predict_covariance(event.p, dt_e, c.q_boost if event.boosting else c.q_ballistic)
+        pm = dynamics.predict_covariance(member.p, dt_m, self._q(member.boosting, member.x))
+        pe = dynamics.predict_covariance(event.p, dt_e, self._q(event.boosting, event.x))
         return association.mahalanobis2(xm - xe, pm + pe + self._gate_bias)
 
     def _new_event(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
@@ -451,7 +453,7 @@ class FusionEngine:
         d2 = (xm[0] - x[0]) ** 2 + (xm[1] - x[1]) ** 2 + (xm[2] - x[2]) ** 2
         if d2 > (50_000.0 + 6.0 * math.sqrt(float(p[0, 0] + p[1, 1] + p[2, 2]))) ** 2:
             return association.FORBIDDEN
-        pm = dynamics.predict_covariance(m.p, dt, self.config.q_boost if m.boosting else self.config.q_ballistic)
+        pm = dynamics.predict_covariance(m.p, dt, self._q(m.boosting, m.x))
         return association.mahalanobis2(np.array(xm) - x, pm + p + self._gate_bias)
 
     def _merge_duplicates(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
@@ -472,8 +474,8 @@ class FusionEngine:
                 if float(np.linalg.norm(xa[:3] - xb[:3])) > 50_000.0:
                     a.merge_votes.pop(b.event_id, None)
                     continue
-                pa = dynamics.predict_covariance(a.p, dt_a, c.q_boost if a.boosting else c.q_ballistic)
-                pb = dynamics.predict_covariance(b.p, dt_b, c.q_boost if b.boosting else c.q_ballistic)
+                pa = dynamics.predict_covariance(a.p, dt_a, self._q(a.boosting, a.x))
+                pb = dynamics.predict_covariance(b.p, dt_b, self._q(b.boosting, b.x))
                 if association.mahalanobis2(xa - xb, pa + pb + self._gate_bias) <= c.gate_chi2:
                     a.merge_votes[b.event_id] = a.merge_votes.get(b.event_id, 0) + 1
                 else:
@@ -495,14 +497,23 @@ class FusionEngine:
 
     # ------------------------------------------------------------ estimation
 
+    def _q(self, boosting: bool, x) -> float:
+        """Acceleration noise: thrust while boosting, drag and manoeuvres in the atmosphere,
+        almost none in vacuum. Altitude from the geocentric radius is good to ~20 km here."""
+        if boosting:
+            return self.config.q_boost
+        r2 = float(x[0]) ** 2 + float(x[1]) ** 2 + float(x[2]) ** 2
+        if r2 < _ATMOSPHERE_R2:
+            return self.config.q_atmosphere
+        return self.config.q_ballistic
+
     def _predicted(self, members: list[_Member], t_ns: int) -> tuple[NDArray, NDArray]:
         """States (m, 6) and covariances (m, 6, 6) of members moved to ``t_ns``."""
-        c = self.config
         dts = [(t_ns - m.tov_ns) / _NS for m in members]
         xs = np.array([dynamics.predict_state(m.x, dt) if dt else m.x for m, dt in zip(members, dts, strict=True)])
         ps = np.array([m.p for m in members])
         if any(dts):
-            ps = dynamics.predict_covariances(ps, dts, [c.q_boost if m.boosting else c.q_ballistic for m in members])
+            ps = dynamics.predict_covariances(ps, dts, [self._q(m.boosting, m.x) for m in members])
         return xs, ps
 
     def _update_event(self, event: _Event, t_ns: int, hops: tuple, received_ns: int) -> None:
