@@ -186,6 +186,7 @@ class Receiver:
         self.seen = bytearray()  # any message for the report (latency on the first)
         self.updates = bytearray()  # TRACK_UPDATE count (relay) or copies (baselines)
         self.samples = array("q")
+        self.warmup_samples = array("q")  # latencies of the reports sent during the warm-up
         self.delivered = 0
         self.frames = 0
         self.bytes = 0
@@ -210,6 +211,8 @@ class Receiver:
             t = self.intended[idx]
             if t >= self.warm_cut_ns:
                 self.samples.append(recv_ns - t)
+            else:
+                self.warmup_samples.append(recv_ns - t)
 
     def on_forwarded(self, frame: bytes, recv_ns: int) -> None:
         if self.decoder is None:

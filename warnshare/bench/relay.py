@@ -23,6 +23,7 @@ from typing import Any
 
 from warnshare.bench import report
 from warnshare.bench.baselines import nats_server_path
+from warnshare.bench.histogram import LatencyHistogram
 from warnshare.bench.runner import RunResult, RunSpec, execute
 
 SYSTEMS = ("relay", "tcp", "ws", "nats")
@@ -50,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help="comma list of relay,tcp,ws,nats (nats is skipped when nats-server is absent)")
     parser.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 5; quick 1.5)")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 1; quick 0.5)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds of load before measuring (default 3; quick 1): a fresh relay "
+                        "needs about 2 s to reach its steady state; the warm-up's latencies are "
+                        "reported apart as the cold start")
     parser.add_argument("--repeats", type=int, default=None, help="repeats of the must-show points (default 5; quick 1)")
     parser.add_argument("--rates", type=_floats, default=None,
                         help="rate sweep, reports/s, at --sweep-subscribers (default 100,300,1000,3000,10000)")
@@ -90,10 +94,10 @@ def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
     """The fixed runs, in execution order (the saturation ramp is decided as it goes)."""
     quick = args.quick
     duration = args.duration if args.duration is not None else (1.5 if quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
     repeats = args.repeats if args.repeats is not None else (1 if quick else 5)
     common = {"duration_s": duration, "warmup_s": warmup, "missiles": args.missiles,
-              "drain_timeout_s": max(3.0, duration)}
+              "drain_timeout_s": drain_timeout(args, duration)}
     specs: list[RunSpec] = []
     for rep in range(repeats):
         for scenario, (rate, subs) in (("rate1000_subs100", MUST_A), ("rate100_subs10", MUST_B)):
@@ -111,10 +115,16 @@ def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
                     specs.append(RunSpec("sweep", system, rate, subs, **common))
     if not args.no_stall and "relay" in systems:
         stall_s = args.stall_duration if args.stall_duration is not None else (duration if quick else 2 * duration)
-        stall = dict(common, duration_s=stall_s, drain_timeout_s=max(3.0, stall_s))
+        stall = dict(common, duration_s=stall_s, drain_timeout_s=drain_timeout(args, stall_s))
         for stalled in (0, 1):
             specs.append(RunSpec("stall", "relay", args.stall_rate, args.stall_subscribers, stalled=stalled, **stall))
     return specs
+
+
+def drain_timeout(args: argparse.Namespace, duration_s: float) -> float:
+    """How long after the last send to wait for deliveries: long enough to tell a late report
+    from a lost one (the wait also ends after 2 s without any delivery)."""
+    return max(3.0, duration_s) if args.quick else max(10.0, 2.0 * duration_s)
 
 
 def saturation_rates(args: argparse.Namespace) -> list[float]:
@@ -262,6 +272,18 @@ def summarize(results: Sequence[RunResult], systems: Sequence[str]) -> dict[str,
             and st["p99_ratio"] <= STALL_P99_RATIO
             and st["rss_bounded"]
         )
+    cold = {}
+    for scenario in ("rate1000_subs100", "rate100_subs10"):
+        for system in systems:
+            runs = [r for r in results if r.ok and r.spec.scenario == scenario and r.spec.system == system]
+            merged = LatencyHistogram.merged(r.warmup_latency for r in runs)
+            if merged.total:
+                cold.setdefault(scenario, {})[system] = {
+                    "warmup_s": runs[0].spec.warmup_s,
+                    **{k: v / 1e6 for k, v in merged.percentiles().items()},
+                }
+    if cold:
+        summary["cold_start_ms"] = cold
     summary["systems"] = list(systems)
     summary["clock_skew"] = "not part of this benchmark: see the relay's clock-offset tests"
     return summary
@@ -359,6 +381,7 @@ def machine_info() -> dict[str, Any]:
             pass
     return {
         "started_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "source": _source_revision(),
         "nproc": os.cpu_count(),
         "cpu_model": cpu,
         "python": platform.python_version(),
@@ -367,6 +390,21 @@ def machine_info() -> dict[str, Any]:
         "packages": versions,
         "nats_server": nats_version,
     }
+
+
+def _source_revision() -> str | None:
+    """The git commit the benchmarked code comes from, ``+dirty`` when the tree has edits."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("+dirty" if dirty else "")) or None
 
 
 # --------------------------------------------------------------------------- main
@@ -388,10 +426,10 @@ def run_all(
         progress.finish_run(res)
     quick = args.quick
     duration = args.duration if args.duration is not None else (1.5 if quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
     for rate in sat_rates:
         spec = RunSpec("saturation", "relay", rate, args.saturation_subscribers, duration_s=duration,
-                       warmup_s=warmup, missiles=args.missiles, drain_timeout_s=max(3.0, duration))
+                       warmup_s=warmup, missiles=args.missiles, drain_timeout_s=drain_timeout(args, duration))
         progress.start(spec.label + " (saturation)")
         res = runner(spec, host=args.host, progress=progress.update)
         results.append(res)
@@ -412,7 +450,7 @@ def profile_relay(args: argparse.Namespace) -> tuple[RunResult | None, str]:
     if py_spy_path() is None:
         return None, "profile skipped: py-spy is not installed (pip install py-spy)"
     duration = args.duration if args.duration is not None else (1.5 if args.quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
     spec = RunSpec("profile", "relay", MUST_A[0], MUST_A[1], duration_s=duration, warmup_s=warmup,
                    missiles=args.missiles, drain_timeout_s=max(3.0, duration))
     args.out.mkdir(parents=True, exist_ok=True)

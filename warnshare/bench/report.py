@@ -203,6 +203,17 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"growth in the 2nd half {_fmt(st['rss_growth_mb_with'], 1)} MB (without: {_fmt(st['rss_growth_mb_without'], 1)} MB)",
             _fmt(st["rss_bounded"]),
         ))
+    for scenario, by_system in summary.get("cold_start_ms", {}).items():
+        relay = by_system.get("relay")
+        tcp = by_system.get("tcp")
+        if relay:
+            out.append((
+                f"Cold start ({scenario}): the first {relay['warmup_s']:g} s into a fresh relay",
+                "(reference)",
+                f"p50 {relay['p50']:.1f} / p99 {relay['p99']:.1f} / max {relay['max']:.1f} ms"
+                + (f" (TCP p99 {tcp['p99']:.1f} ms)" if tcp else ""),
+                "-",
+            ))
     return out
 
 
@@ -363,7 +374,8 @@ def write_markdown(
         "",
         f"Run {machine.get('started_utc', '')} on {machine.get('nproc')} CPU(s) "
         f"({machine.get('cpu_model')}), Python {machine.get('python')}, "
-        f"load average at start {machine.get('load_average')}, niceness {machine.get('niceness', 0)}.",
+        f"load average at start {machine.get('load_average')}, niceness {machine.get('niceness', 0)}; "
+        f"source {machine.get('source')}.",
         "",
         "Latency is node send (intended, open-loop schedule) to subscriber receive, same host clock, "
         "in milliseconds; every repeat of a point is merged into one histogram. `p99 runs` is the "

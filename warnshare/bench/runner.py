@@ -65,6 +65,7 @@ class RunResult:
     error: str = ""
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     send_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    warmup_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # cold start
     reports_sent: int = 0
     frames_sent: int = 0
     acked: int = 0
@@ -121,11 +122,13 @@ class RunResult:
         return last - first
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("latency", "send_lag", "spec")}
+        out = {k: v for k, v in asdict(self).items()
+               if k not in ("latency", "send_lag", "warmup_latency", "spec")}
         out["spec"] = asdict(self.spec)
         out["latency_ms"] = {k: round(v, 4) for k, v in self.percentiles_ms.items()}
         out["latency_histogram"] = self.latency.to_dict()
         out["send_lag_ms"] = {k: round(v / 1e6, 4) for k, v in self.send_lag.percentiles().items()}
+        out["warmup_latency_ms"] = {k: round(v / 1e6, 4) for k, v in self.warmup_latency.percentiles().items()}
         out["lossless"] = self.lossless
         out["rss_growth_bytes"] = self.rss_growth_bytes
         out["server_rss_samples"] = [(round(t, 2), r) for t, r in self.server_rss_samples]
@@ -155,6 +158,8 @@ def _reduce(spec: RunSpec, load: LoadResult, res: RunResult) -> None:
             head.append(s[:k])
             tail.append(s[-k:])
     res.latency = LatencyHistogram.merged(hists)
+    for r in healthy:
+        res.warmup_latency.record_many(np.frombuffer(r.warmup_samples, dtype=np.int64))
     res.send_lag.record_many(np.frombuffer(load.send_lag_ns, dtype=np.int64))
     res.reports_sent = load.sends
     res.frames_sent = load.frames_sent
