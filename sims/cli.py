@@ -157,6 +157,17 @@ def export(result: SimResult) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # `warnshare sim ... | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     from .model import ScenarioError
 
     if args.list:
@@ -193,10 +204,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = simulate(scenario, seed=args.seed, nations=nations, progress=progress)
     s = summary(result)
-    if args.json:
-        print(json.dumps(s, indent=2))
-    else:
-        _print_summary(s)
     if args.out:
         progress(f"writing {args.out}")
         text = json.dumps(export(result))
@@ -212,4 +219,9 @@ def run(args: argparse.Namespace) -> int:
 
         plot_result(result, args.plot)
     progress("done")
+    # the summary last, so a reader that stops early (`| head`) costs no file
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        _print_summary(s)
     return 0
