@@ -76,10 +76,11 @@ def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> Gr
         return None
     en = geo.ecef_to_enu(s_hit[1:][ok, :3], lat0, lon0)[:, :2]
     cov = en.T @ en / ok.sum()
-    ellipse = ellipse_95(cov)
     tsig = float(np.sqrt(np.mean((t_hit[1:][ok] - t_hit[0]) ** 2)))
     lat, lon, alt = geo.ecef_to_geodetic(path)
     track = np.stack([lat, lon, alt], axis=1)
+    cov = cov + model_error_en(path, lat0, lon0, alt)
+    ellipse = ellipse_95(cov)
     return GroundPoint(
         time_ns=tov_ns + int(round(float(t_hit[0]) * 1e9)),
         lat_deg=lat0,
@@ -92,6 +93,36 @@ def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> Gr
         ground_track=track,
         cov_en=cov + np.eye(2) * 1.0,
     )
+
+
+#: Model error of the vacuum prediction in the atmosphere, as a fraction of the horizontal path
+#: still to fly below ATMOSPHERE_M: drag shortens it, a quasi-ballistic body's pull-up glide
+#: (KN-23) stretches it, a banked glide bends it. Calibrated on the simulator's KN-23 and KN-25
+#: salvo flights (see docs/FUSION.md): an honest but wide ellipse until the glide is seen.
+ALONG_FRACTION = 0.25
+CROSS_FRACTION = 0.05
+ATMOSPHERE_M = 120_000.0
+
+
+def model_error_en(path: NDArray, lat0: float, lon0: float, alt: NDArray) -> NDArray:
+    """2x2 (east, north) covariance of the prediction's model error at the impact point."""
+    if len(path) < 2:
+        return np.zeros((2, 2))
+    en = geo.ecef_to_enu(path, lat0, lon0)[:, :2]
+    seg = np.linalg.norm(np.diff(en, axis=0), axis=1)
+    low = (alt[:-1] < ATMOSPHERE_M) | (alt[1:] < ATMOSPHERE_M)
+    length = float(seg[low].sum())
+    if length <= 0.0:
+        return np.zeros((2, 2))
+    d = en[-1] - en[-2] if seg[-1] > 0 else en[-1] - en[0]
+    n = float(np.linalg.norm(d))
+    if n == 0.0:
+        return np.eye(2) * (ALONG_FRACTION * length) ** 2
+    u = d / n
+    v = np.array([-u[1], u[0]])
+    sa = ALONG_FRACTION * length
+    sc = CROSS_FRACTION * length
+    return sa * sa * np.outer(u, u) + sc * sc * np.outer(v, v)
 
 
 def ellipse_95(cov_en: NDArray) -> tuple[float, float, float]:
