@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import websockets
 
+from tests.deploy_checks import describe, events_from_alerts
 from warnshare.protocol import NATIONS, AlertBatch, AlertKind, decode_relay_to_subscriber
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -203,20 +204,16 @@ def test_compose_demo_fuses_alerts_from_all_three_nations(compose: tuple[list[st
     assert states["relay"][0] == "running", f"relay: {states['relay']}"
     assert received, "no alert reached the host subscriber"
 
-    by_event: dict[int, dict[str, set]] = defaultdict(lambda: {"kinds": set(), "nations": set()})
-    sources: set[str] = set()
-    for alert, _ in received:
-        event = by_event[alert["event_id"]]
-        event["kinds"].add(alert["kind"])
-        event["nations"].update(alert["nations"])
-        sources.add(alert["hops"]["source_nation"])
-
-    # One event per missile, each announced; all three nations feed the fusion.
-    assert len(by_event) == _missile_count(SCENARIO), {e: sorted(v["nations"]) for e, v in by_event.items()}
-    for event_id, event in by_event.items():
-        assert AlertKind.LAUNCH_DETECTED in event["kinds"], f"event {event_id}: {sorted(event['kinds'])}"
+    # One event per missile (duplicates the relay withdrew aside), each announced, all three
+    # nations feeding the fusion.
+    live, duplicates = events_from_alerts(a for a, _ in received)
+    summary = f"live: {describe(live)} | withdrawn duplicates: {describe(duplicates)}"
+    assert len(live) == _missile_count(SCENARIO), summary
+    for event in live.values():
+        assert AlertKind.LAUNCH_DETECTED in event.kinds, summary
     all_three = {n.value for n in NATIONS}
-    assert any(e["nations"] >= all_three for e in by_event.values()), "no event fused from USA, JPN and KOR"
+    assert any(e.nations >= all_three for e in live.values()), f"no event fused from all three: {summary}"
+    sources = {a["hops"]["source_nation"] for a, _ in received}
     assert sources == all_three, f"alerts were triggered by reports from {sorted(sources)} only"
 
     # Latency figures: every hop stamped, in order along the path.
@@ -236,7 +233,7 @@ def test_compose_demo_fuses_alerts_from_all_three_nations(compose: tuple[list[st
     logger = _run([*cmd, "logs", "--no-color", "alerts"], env, 60).stdout
     assert AlertKind.LAUNCH_DETECTED.value in logger, f"the alert logger printed no fused alert:\n{logger[-3000:]}"
 
-    print(f"{len(received)} alerts, {len(by_event)} events; build {t_built - t0:.1f} s, "
+    print(f"{len(received)} alerts, {len(live)} events ({len(duplicates)} duplicates withdrawn); build {t_built - t0:.1f} s, "
           f"up to last alert {t_done - t_built:.1f} s")
     for hop, values in hops_ms.items():
         print(f"  {hop:28s} median {statistics.median(values):8.3f} ms  max {max(values):8.3f} ms")

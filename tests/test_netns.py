@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy_checks import describe, events_from_alerts
 from tests.netns_helpers import RELAY_ADDR, LinkSpec, NetnsUnavailable, Topology, ensure_iproute2
 from warnshare.protocol import NATIONS, AlertKind
 
@@ -133,16 +134,13 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
     alerts = _read_alerts(alerts_path)
     assert alerts, f"no alerts reached the subscriber:\n{_tail(logs['subscriber'])}"
 
-    by_event: dict[int, dict[str, set]] = defaultdict(lambda: {"kinds": set(), "nations": set()})
-    for a in alerts:
-        by_event[a["event_id"]]["kinds"].add(a["kind"])
-        by_event[a["event_id"]]["nations"].update(a["nations"])
-    summary = {e: (sorted(v["nations"]), sorted(v["kinds"])) for e, v in by_event.items()}
-    assert len(by_event) == len(scenario.missiles), summary
-    for event_id, event in by_event.items():
-        assert {AlertKind.LAUNCH_DETECTED, AlertKind.IMPACT_PREDICTED} <= event["kinds"], summary[event_id]
+    live, duplicates = events_from_alerts(alerts)
+    summary = f"live: {describe(live)} | withdrawn duplicates: {describe(duplicates)}"
+    assert len(live) == len(scenario.missiles), summary
+    for event in live.values():
+        assert {AlertKind.LAUNCH_DETECTED, AlertKind.IMPACT_PREDICTED} <= event.kinds, summary
     all_three = {n.value for n in NATIONS}
-    assert any(e["nations"] >= all_three for e in by_event.values()), summary
+    assert any(e.nations >= all_three for e in live.values()), summary
 
     hop_ms: dict[str, list[float]] = defaultdict(list)
     offset_ms: dict[str, list[float]] = defaultdict(list)
@@ -152,7 +150,7 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
         offset_ms[h["source_nation"]].append(h["clock_offset_ns"] / 1e6)
     assert set(hop_ms) == all_three, f"alerts were triggered by reports from {sorted(hop_ms)} only"
     medians = {n: statistics.median(v) for n, v in hop_ms.items()}
-    print(f"link mode {topo.mode}; {len(alerts)} alerts, {len(by_event)} events")
+    print(f"link mode {topo.mode}; {len(alerts)} alerts, {len(live)} events ({len(duplicates)} duplicates withdrawn)")
     for nation in LINKS:
         print(f"  {nation}: node_sent→relay_received median {medians[nation]:7.2f} ms "
               f"(n={len(hop_ms[nation])}), clock offset median {statistics.median(offset_ms[nation]):7.3f} ms")
