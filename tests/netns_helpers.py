@@ -115,6 +115,7 @@ class Topology:
         self.created: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.wire_logs: dict[str, Path] = {}
+        self.devices: dict[str, tuple[str, str]] = {}  # nation -> (its end, the relay's end)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Topology:
@@ -141,6 +142,7 @@ class Topology:
             # interface names: at most 15 characters
             host_dev, relay_dev = f"w{self.token}h{i}", f"w{self.token}r{i}"
             ns = self.host_ns[nation]
+            self.devices[nation] = (host_dev, relay_dev)
             if spec.impaired and self.mode == "wire":
                 self._start_wire(nation, ns, host_dev, spec, relay_dev, self.seed + i)
             else:
@@ -187,6 +189,19 @@ class Topology:
         line = proc.stdout.readline() if ready else ""
         if line.strip() != "ready":
             raise RuntimeError(f"the {nation} delay line did not start: {log_path.read_text()[-2000:]}")
+
+    def netem_stats(self) -> dict[str, str]:
+        """`tc -s` statistics of each netem qdisc (sent, dropped), by nation; {} for delay lines."""
+        if self.mode != "netem":
+            return {}
+        stats = {}
+        for nation, spec in self.links.items():
+            if spec.impaired:
+                host_dev, relay_dev = self.devices[nation]
+                out = [_run(["tc", "-n", ns, "-s", "qdisc", "show", "dev", dev], check=False).stdout
+                       for ns, dev in ((self.host_ns[nation], host_dev), (self.relay_ns, relay_dev))]
+                stats[nation] = " | ".join(" ".join(o.split()) for o in out)
+        return stats
 
     # ------------------------------------------------------------------ processes
     def command(self, ns: str, argv: Sequence[str]) -> list[str]:

@@ -46,6 +46,8 @@ def topology(tmp_path: Path):
         pytest.skip(str(exc))
     with Topology(LINKS, tmp_path, seed=6) as topo:
         yield topo
+    for nation, log in topo.wire_logs.items():  # written as each delay line exits
+        print(f"{nation} link: {log.read_text().strip()}")
 
 
 def _read_alerts(path: Path) -> list[dict]:
@@ -154,6 +156,8 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
     for nation in LINKS:
         print(f"  {nation}: node_sent→relay_received median {medians[nation]:7.2f} ms "
               f"(n={len(hop_ms[nation])}), clock offset median {statistics.median(offset_ms[nation]):7.3f} ms")
+    for nation, stats in topo.netem_stats().items():
+        print(f"  {nation} link: {stats}")
     for nation, spec in LINKS.items():
         # one clock serves every namespace, so a right offset estimate is close to zero
         assert abs(statistics.median(offset_ms[nation])) < 10.0, (nation, medians)
