@@ -60,6 +60,7 @@ def _construct(cls, **fields):
     return m
 
 
+_OVERFLIGHT_MIN_ALT_M = 50_000.0
 _ATMOSPHERE_R2 = (6_371_000.0 + 80_000.0) ** 2
 _PROTECTED_AREAS = frozenset({ImpactArea.JPN_TERRITORY, ImpactArea.KOR_TERRITORY, ImpactArea.JPN_EEZ})
 _AREA_TEXT = {
@@ -168,6 +169,7 @@ class _Event:
     issued_impact_area: ImpactArea | None = None
     issued_impact_alert_id: int = 0
     overflight: list[Nation] = field(default_factory=list)
+    overflown: set = field(default_factory=set)
     overflight_alert_id: int = 0
     lost_alert_id: int = 0
     final: bool = False
@@ -661,7 +663,14 @@ class FusionEngine:
             event.issued_impact_area = event.impact_area
             event.issued_impact_alert_id = alert.alert_id
             out.append(alert)
-        crossed = _overflown(gp.ground_track)
+        st = event.state
+        if st.alt_m > _OVERFLIGHT_MIN_ALT_M:
+            here = regions.territory_of(st.lat_deg, st.lon_deg)
+            if here is not None:
+                event.overflown.add(here)
+        # nations already flown over stay; the rest of the prediction adds the ones ahead
+        ahead = set(_overflown(gp.ground_track))
+        crossed = [n for n in NATIONS if n in ahead or n.value in event.overflown]
         if crossed != event.overflight:
             prev, prev_id = event.overflight, event.overflight_alert_id
             event.overflight = crossed

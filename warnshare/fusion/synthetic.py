@@ -151,7 +151,7 @@ def reports(
                 chol = np.linalg.cholesky(cov)
                 upper = covariance_to_upper(cov)
                 alt = float(altitude_approx(x[None, :3])[0])
-                if alt < f.floor_alt_m and t > t0 + int(60 * _NS):
+                if alt < f.floor_alt_m and t > t0 + int(120 * _NS):
                     break
                 k = t // _NS
                 if k not in common:
@@ -160,7 +160,7 @@ def reports(
                 z = x + chol @ e
                 z[:3] += np.asarray(f.bias_m)
                 seq[f.nation] += 1
-                boosting = bool(t - t0 < 60 * _NS)
+                boosting = bool(truth.boosting[min(int(np.searchsorted(truth.t_ns, t)), len(truth.t_ns) - 1)])
                 rep = TrackReport(
                     seq=seq[f.nation],
                     nation=f.nation,
