@@ -97,20 +97,21 @@ def predict_covariances(ps: NDArray, dts: list[float], qs: list[float]) -> NDArr
     """``predict_covariance`` for a stack (m, 6, 6) in a handful of numpy calls.
 
     With F = I + dt N (N the position-from-velocity shift), F P F' = P + dt (N P + P N') +
-    dt^2 N P N', which is row and column additions of P's velocity blocks.
+    dt^2 N P N', which is row and column additions of P's velocity blocks; the noise is one
+    small matrix product with a constant basis.
     """
     m = len(dts)
-    d = np.array(dts).reshape(m, 1, 1)
-    out = ps.copy()
-    t = ps[:, 3:, :] * d
-    out[:, :3, :] += t
-    out[:, :, :3] += t.transpose(0, 2, 1)
-    out[:, :3, :3] += ps[:, 3:, 3:] * (d * d)
     coef = []
     for dt, q in zip(dts, qs, strict=True):
         a = abs(dt)
-        coef.append((q * a * a * a / 3.0, q * dt * a / 2.0, q * a))
-    out += (np.array(coef) @ _Q_BASIS).reshape(m, 6, 6)
+        coef.append((dt, dt * dt, q * a * a * a / 3.0, q * dt * a / 2.0, q * a))
+    c = np.array(coef)
+    d = c[:, 0, None, None]
+    t = ps[:, 3:, :] * d
+    out = ps + (c[:, 2:] @ _Q_BASIS).reshape(m, 6, 6)
+    out[:, :3, :] += t
+    out[:, :, :3] += t.transpose(0, 2, 1)
+    out[:, :3, :3] += ps[:, 3:, 3:] * c[:, 1, None, None]
     return out
 
 

@@ -152,6 +152,7 @@ class _Event:
     contributors: set = field(default_factory=set)
     nations: list[Nation] = field(default_factory=list)
     releasable: list[Nation] = field(default_factory=list)
+    rel_key: tuple = ()
     quality: int = 0
     phase: FlightPhase = FlightPhase.UNKNOWN
     boosting: bool = False
@@ -511,6 +512,9 @@ class FusionEngine:
 
     def _predicted(self, members: list[_Member], t_ns: int) -> tuple[NDArray, NDArray]:
         """States (m, 6) and covariances (m, 6, 6) of members moved to ``t_ns``."""
+        if len(members) == 1 and members[0].tov_ns == t_ns:
+            m = members[0]
+            return np.array([m.x]), m.p[None]
         dts = [(t_ns - m.tov_ns) / _NS for m in members]
         xs = np.array([dynamics.predict_state(m.x, dt) if dt else m.x for m, dt in zip(members, dts, strict=True)])
         ps = np.array([m.p for m in members])
@@ -538,13 +542,17 @@ class FusionEngine:
         event.x, event.p, event.tov_ns = x, p, t_ns
         event.last_received_ns = received_ns
         event.last_hops = hops
-        nations = {m.nation for m in live}
-        event.contributors |= nations
-        event.nations = [n for n in NATIONS if n in nations]
-        rel = set(NATIONS)
-        for m in live:
-            rel &= set(m.releasable)
-        event.releasable = [n for n in NATIONS if n in rel]
+        # nations and releasability change rarely: recompute only when their inputs do
+        rel_key = tuple((m.nation, m.releasable) for m in live)
+        if rel_key != event.rel_key:
+            event.rel_key = rel_key
+            nations = {m.nation for m in live}
+            event.contributors |= nations
+            event.nations = [n for n in NATIONS if n in nations]
+            rel = set(NATIONS)
+            for m in live:
+                rel &= set(m.releasable)
+            event.releasable = [n for n in NATIONS if n in rel]
         event.quality = max(m.quality for m in live)
         event.boosting = any(m.boosting for m in live)
         lat, lon, alt = dynamics.geodetic(float(x[0]), float(x[1]), float(x[2]))
