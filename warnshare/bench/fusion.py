@@ -35,6 +35,8 @@ from warnshare.protocol import (
 
 NS = 1_000_000_000
 GOSPA_C_M = 10_000.0
+#: A track counts as held this long after its last update (the engine's lost time-out).
+COAST_NS = 20 * NS
 SALVO8 = "srbm-salvo-2022-06-05"
 
 
@@ -305,7 +307,8 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
 
 
 def gospa_series(out: Output, reps: list, sim: Any, owner: dict) -> tuple[list[float], list, list]:
-    """GOSPA and SIAP at 1 s steps: truths in flight against tracks updated in the last 5 s."""
+    """GOSPA and SIAP at 1 s steps: truths in flight against the tracks each contender still
+    holds (updated within ``COAST_NS``, the engine's default lost time-out), extrapolated."""
     truth = sim.truth
     if not reps:
         return [], [], []
@@ -323,7 +326,7 @@ def gospa_series(out: Output, reps: list, sim: Any, owner: dict) -> tuple[list[f
                 latest[out.track_ids[k]] = (int(tovs[k]), out.states[k])
             j += 1
         alive = [m for m, tr in truth.items() if tr.launch_ns + 20 * NS <= t <= tr.impact_ns - 20 * NS]
-        tracks = {tid: s for tid, (tt, s) in latest.items() if t - tt <= 5 * NS}
+        tracks = {tid: s for tid, (tt, s) in latest.items() if t - tt <= COAST_NS}
         if not alive and not tracks:
             continue
         tp = np.array([truth[m].state_at(t)[0][0] for m in alive]).reshape(-1, 3)
