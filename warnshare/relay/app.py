@@ -532,6 +532,9 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
                     exc.seq = batch.reports[0].seq
                     raise
                 await conn.send(ack)
+                # Frames already queued are read without suspending: yield once per batch so the
+                # subscribers' writers drain what this batch queued before the next one adds more.
+                await asyncio.sleep(0)
             elif isinstance(msg, TimeReply):
                 t1 = pending.pop(msg.id, None)
                 if t1 is not None and t1 == msg.t1_ns:
