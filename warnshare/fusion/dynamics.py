@@ -203,7 +203,8 @@ def fly_to_ground(
     positions (k, 3) the first state passed through, if ``record_first``, else an empty array).
     Points that never reach the ground within ``max_time_s`` get NaN time. The step follows
     the lowest altitude among points still flying (half the time to fall at full speed), so arcs
-    in vacuum take 30 s steps and the last kilometres ~1 s, and the crossing is found by cubic Hermite interpolation.
+    in vacuum take 30 s steps and the last kilometres 5 s, and the crossing is found by cubic
+    Hermite interpolation.
     """
     s0 = np.asarray(s0, dtype=float)
     r, v = s0[:, :3].T.copy(), s0[:, 3:].T.copy()
@@ -215,11 +216,14 @@ def fly_to_ground(
     t_hit = np.where(done, 0.0, np.nan)
     s_hit = s0.copy()
     path = [r[:, 0].copy()] if record_first else []
+    pending = []  # crossings, resolved together after the loop: (indices, a, b, alt_a, alt_b, t, h)
     while not done.all() and t < max_time_s:
         live = ~done
         lowest = float(alt[live].min())
         speed = float(np.abs(v[:, live]).max()) + 1.0
-        h = min(30.0, max(0.5, 0.5 * lowest / speed))
+        # RK4 is exact to centimetres over 30 s in vacuum, and the cubic Hermite crossing is
+        # exact for constant gravity, so steps only shorten to keep the crossing well sampled
+        h = min(30.0, max(5.0, 0.5 * lowest / speed))
         r_new, v_new = _rk4_t(r, v, sign * h)
         alt_new = _alt_t(r_new) - stop_alt_m
         np.maximum(apogee, alt_new + stop_alt_m, out=apogee)
@@ -228,23 +232,33 @@ def fly_to_ground(
             idx = np.nonzero(crossed)[0]
             a = np.concatenate([r[:, idx], v[:, idx]]).T
             b = np.concatenate([r_new[:, idx], v_new[:, idx]]).T
-            frac = _hermite_root(a, b, alt[idx], alt_new[idx], sign * h, stop_alt_m)
-            t_hit[idx] = sign * (t + frac * h)
-            s_hit[idx] = _hermite_state(a, b, frac, sign * h)
+            pending.append((idx, a, b, alt[idx], alt_new[idx], t, sign * h))
             done = done | crossed
         if record_first and not done[0]:
             path.append(r_new[:, 0].copy())
         r, v = r_new, v_new
         alt = alt_new
         t += h
+    if pending:
+        idx = np.concatenate([p[0] for p in pending])
+        a = np.concatenate([p[1] for p in pending])
+        b = np.concatenate([p[2] for p in pending])
+        hs = np.concatenate([np.full(len(p[0]), p[6]) for p in pending])
+        ts = np.concatenate([np.full(len(p[0]), p[5]) for p in pending])
+        frac = _hermite_root(a, b, np.concatenate([p[3] for p in pending]),
+                             np.concatenate([p[4] for p in pending]), hs, stop_alt_m)
+        t_hit[idx] = sign * (ts + frac * np.abs(hs))
+        s_hit[idx] = _hermite_state(a, b, frac, hs)
     if record_first:
         path.append(s_hit[0, :3].copy())
     return t_hit, s_hit, apogee, np.array(path).reshape(-1, 3)
 
 
-def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: float) -> NDArray:
-    """Cubic Hermite interpolation of position (and linear of velocity) at fraction u of a step."""
+def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: NDArray | float) -> NDArray:
+    """Cubic Hermite interpolation of position (and linear of velocity) at fraction u of a step
+    of length h (scalar or one per row)."""
     u = u[:, None]
+    h = np.asarray(h, dtype=float).reshape(-1, 1)
     h00 = 2 * u**3 - 3 * u**2 + 1
     h10 = u**3 - 2 * u**2 + u
     h01 = -2 * u**3 + 3 * u**2
@@ -255,7 +269,7 @@ def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: float) -> NDArray:
 
 
 def _hermite_root(
-    a: NDArray, b: NDArray, alt_a: NDArray, alt_b: NDArray, h: float, stop_alt_m: float
+    a: NDArray, b: NDArray, alt_a: NDArray, alt_b: NDArray, h: NDArray | float, stop_alt_m: float
 ) -> NDArray:
     """Fraction of the step where the interpolated altitude crosses zero (false position, 3 passes)."""
     lo = np.zeros(len(a))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -615,7 +616,7 @@ class FusionEngine:
         event.impact = gp
         event.impact_estimate = _ground(gp.time_ns, gp.lat_deg, gp.lon_deg, gp.semi_major_m,
                                         gp.semi_minor_m, gp.orientation_deg, gp.time_sigma_s)
-        event.impact_area = regions.impact_area(gp.lat_deg, gp.lon_deg)
+        event.impact_area = _impact_area(round(gp.lat_deg, 3), round(gp.lon_deg, 3))
         self._assess(event)
         return True
 
@@ -806,6 +807,13 @@ def _fused_phase(live: list[_Member], x: NDArray, lat: float, lon: float, alt: f
         return max(phases, key=order.index)
     up = float(x[0]) * float(x[3]) + float(x[1]) * float(x[4]) + float(x[2]) * float(x[5])
     return FlightPhase.TERMINAL if up < 0.0 and alt < 100_000.0 else FlightPhase.MIDCOURSE
+
+
+@lru_cache(maxsize=4096)
+def _impact_area(lat_deg: float, lon_deg: float) -> ImpactArea:
+    """``regions.impact_area`` on a 0.001 degree (~100 m) grid, memoised: successive predictions
+    of one missile fall close together. Pure, so the cache cannot change an alert."""
+    return regions.impact_area(lat_deg, lon_deg)
 
 
 def _overflown(track: NDArray, min_alt_m: float = 50_000.0) -> list[Nation]:
