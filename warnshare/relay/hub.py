@@ -106,9 +106,11 @@ class Subscriber:
     alerts_sent: int = 0
     overflowed: bool = False
     closed: bool = False
+    writer: asyncio.Task | None = field(default=None, repr=False)
 
     def offer(self, items: Iterable[EncodedAlert]) -> None:
-        if self.closed:
+        # once overflowed the subscriber is being closed and resumes with since=: queue no more
+        if self.closed or self.overflowed:
             return
         if self.nation is not None:
             nation = self.nation
@@ -118,6 +120,10 @@ class Subscriber:
             self._conflate()
             if len(self.queue) > self.max_pending:
                 self.overflowed = True
+                # a writer blocked in send (a peer that stopped reading) would never see the
+                # flag: end it so that the session closes the subscriber
+                if self.writer is not None and self.writer is not asyncio.current_task():
+                    self.writer.cancel()
         self.wake.set()
 
     def _conflate(self) -> None:
@@ -134,6 +140,7 @@ class Subscriber:
 
     async def run_writer(self) -> None:
         """Drain the queue until closed; each wake-up sends everything pending in few frames."""
+        self.writer = asyncio.current_task()
         while not self.closed:
             await self.wake.wait()
             self.wake.clear()
@@ -148,7 +155,12 @@ class Subscriber:
                     frame: bytes | str = json_batch(items, now, conflated)
                 else:
                     frame = msgpack_batch(items, now, conflated)
-                await self.send(frame)
+                try:
+                    await self.send(frame)
+                except asyncio.CancelledError:  # not sent: the queue's head stays the resume point
+                    self.queue.extendleft(reversed(items))
+                    self.conflated_pending += conflated
+                    raise
                 self.frames_sent += 1
                 self.alerts_sent += n
                 if self.overflowed:
