@@ -107,18 +107,25 @@ class Subscriber:
     overflowed: bool = False
     closed: bool = False
     writer: asyncio.Task | None = field(default=None, repr=False)
+    #: Alerts at the head of the queue replayed for since= or the current picture: exempt from
+    #: the limit and from conflation, or a subscriber resuming after SLOW_CONSUMER (a backlog
+    #: of more than max_pending critical alerts) would overflow again at once, forever.
+    replay_pending: int = 0
 
-    def offer(self, items: Iterable[EncodedAlert]) -> None:
+    def offer(self, items: Iterable[EncodedAlert], replay: bool = False) -> None:
         # once overflowed the subscriber is being closed and resumes with since=: queue no more
         if self.closed or self.overflowed:
             return
         if self.nation is not None:
             nation = self.nation
             items = [a for a in items if nation in a.releasable]
+        before = len(self.queue)
         self.queue.extend(items)
-        if len(self.queue) > self.max_pending:
+        if replay:
+            self.replay_pending += len(self.queue) - before
+        elif len(self.queue) - self.replay_pending > self.max_pending:
             self._conflate()
-            if len(self.queue) > self.max_pending:
+            if len(self.queue) - self.replay_pending > self.max_pending:
                 self.overflowed = True
                 # a writer blocked in send (a peer that stopped reading) would never see the
                 # flag: end it so that the session closes the subscriber
@@ -129,10 +136,12 @@ class Subscriber:
     def _conflate(self) -> None:
         """Keep every critical alert and only the newest TRACK_UPDATE of each event."""
         newest: dict[int, int] = {}
-        for a in self.queue:
+        live = list(self.queue)[self.replay_pending :]
+        for a in live:
             if not a.critical:
                 newest[a.event_id] = a.alert_id
-        kept = deque(a for a in self.queue if a.critical or newest[a.event_id] == a.alert_id)
+        kept = deque(list(self.queue)[: self.replay_pending])
+        kept.extend(a for a in live if a.critical or newest[a.event_id] == a.alert_id)
         dropped = len(self.queue) - len(kept)
         self.queue = kept
         self.conflated_pending += dropped
@@ -149,6 +158,8 @@ class Subscriber:
             while self.queue and not self.closed:
                 n = min(len(self.queue), self.max_frame_alerts)
                 items = [self.queue.popleft() for _ in range(n)]
+                replayed = min(n, self.replay_pending)
+                self.replay_pending -= replayed
                 conflated, self.conflated_pending = self.conflated_pending, 0
                 now = self.clock()
                 if self.fmt == "json":
@@ -159,6 +170,7 @@ class Subscriber:
                     await self.send(frame)
                 except asyncio.CancelledError:  # not sent: the queue's head stays the resume point
                     self.queue.extendleft(reversed(items))
+                    self.replay_pending += replayed
                     self.conflated_pending += conflated
                     raise
                 self.frames_sent += 1
@@ -219,7 +231,7 @@ class Hub:
     def attach(self, sub: Subscriber, backlog: list[EncodedAlert]) -> None:
         """Register ``sub`` with its backlog queued first: no await between the two, so no gap."""
         self.subscribers.add(sub)
-        sub.offer(backlog)
+        sub.offer(backlog, replay=True)
 
     def detach(self, sub: Subscriber) -> None:
         sub.closed = True
