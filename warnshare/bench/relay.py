@@ -392,6 +392,14 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _autogroup_nice(nice: int) -> None:
+    """Linux with autogroup scheduling weighs sessions against each other and applies a
+    process's niceness only inside its session, so the session's group gets it too."""
+    path = Path("/proc/self/autogroup")
+    if path.exists():
+        path.write_text(str(nice))
+
+
 def _source_revision() -> str | None:
     """The git commit the benchmarked code comes from, ``+dirty`` when the tree has edits."""
     import subprocess
@@ -507,11 +515,14 @@ def run(args: argparse.Namespace) -> int:
     if args.nice:
         try:
             os.nice(args.nice)
+            _autogroup_nice(args.nice)
         except OSError as exc:
             print(f"--nice {args.nice}: {exc}; running at the default priority", file=sys.stderr)
             args.nice = 0
     machine = machine_info()
     machine["niceness"] = os.nice(0)
+    if Path("/proc/self/autogroup").exists():
+        machine["autogroup"] = Path("/proc/self/autogroup").read_text().strip()
     t0 = time.monotonic()
     results = run_all(args, wanted)
     if args.json is not None:  # the runs are kept even if anything below fails

@@ -76,6 +76,7 @@ def group_row(runs: Sequence[RunResult]) -> dict[str, Any]:
             "send_lag_p99_ms": max(r.send_lag.value_at_percentile(99) for r in ok) / 1e6,
             "load_cpu": statistics.median(r.load_cpu_percent for r in ok),
             "bytes_per_message": statistics.median(r.bytes_per_message for r in ok),
+            "messages_per_frame": statistics.median(r.messages_per_frame for r in ok),
         }
     )
     return row
@@ -83,7 +84,7 @@ def group_row(runs: Sequence[RunResult]) -> dict[str, Any]:
 
 _COLUMNS = (
     "scenario", "system", "rate/s", "subs", "runs", "p50", "p90", "p99", "p99.9", "max",
-    "p99 runs", "delivered", "lost", "dup", "behind", "srv CPU%", "srv RSS MB", "B/msg", "gen lag p99",
+    "p99 runs", "delivered", "lost", "dup", "behind", "srv CPU%", "srv RSS MB", "B/msg", "msg/frame", "gen lag p99",
 )
 
 
@@ -105,6 +106,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         f"{row['server_cpu']:.0f}",
         f"{row['server_rss_mb']:.0f}",
         f"{row['bytes_per_message']:.0f}",
+        f"{row['messages_per_frame']:.1f}",
         f"{row['send_lag_p99_ms']:.1f}",
     ]
 
@@ -381,7 +383,8 @@ def write_markdown(
         "in milliseconds; every repeat of a point is merged into one histogram. `p99 runs` is the "
         "spread of the per-run p99; `behind` counts runs whose backlog grew or did not drain; "
         "`B/msg` is payload bytes a subscriber received per report delivered (the relay sends "
-        "alerts, the baselines forward the report frames); `gen lag p99` is how late the load "
+        "alerts, the baselines forward the report frames), `msg/frame` how many of them came "
+        "in one WebSocket/TCP/NATS message (coalescing); `gen lag p99` is how late the load "
         "generator itself sent (already inside the latency).",
         "",
         "## Must show",

@@ -94,6 +94,7 @@ class RunResult:
     publisher_errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     bytes_per_message: float = 0.0  # payload bytes received per delivered report, per subscriber
+    messages_per_frame: float = 0.0  # deliveries per WebSocket/TCP/NATS message received
     profile: str = ""  # path of the py-spy summary, when the run was profiled
 
     @property
@@ -249,6 +250,7 @@ def execute(
         res.server_rss_samples = use.rss_samples
         _reduce(spec, load, res)
         res.bytes_per_message = sum(r.bytes for r in load.healthy) / max(1, res.delivered_total)
+        res.messages_per_frame = res.delivered_total / max(1, sum(r.frames for r in load.healthy))
         if spy and profile_to is not None:
             spy[0].wait(timeout=30)
             raw = profile_to.with_suffix(".raw")
