@@ -4,7 +4,9 @@ The Japan and Korea links to the relay carry 40 ms of delay each way and lose 1%
 packets (``tc netem``, or the user-space delay line of ``netns_helpers`` on kernels without
 netem); the USA link is clean. Real processes (``warnshare relay``, ``node``, ``subscribe``)
 run in the namespaces. Alerts must still arrive complete, and the node→relay hop latency the
-relay reports (its clock-offset estimate applied) must show the link delay where there is one.
+relay reports (its clock-offset estimate applied) must show the link delay where there is one:
+at least the delay, and about the delay more than on the clean link (the relay's own load adds
+to every link alike, so the difference, not the clean link's figure, is what is checked).
 """
 
 from __future__ import annotations
@@ -158,10 +160,12 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
               f"(n={len(hop_ms[nation])}), clock offset median {statistics.median(offset_ms[nation]):7.3f} ms")
     for nation, stats in topo.netem_stats().items():
         print(f"  {nation} link: {stats}")
+    clean = statistics.median(v for n, spec in LINKS.items() if not spec.impaired for v in hop_ms[n])
     for nation, spec in LINKS.items():
         # one clock serves every namespace, so a right offset estimate is close to zero
         assert abs(statistics.median(offset_ms[nation])) < 10.0, (nation, medians)
-        if spec.delay_ms:
-            assert 35.0 <= medians[nation] <= 150.0, (nation, medians)
-        else:
-            assert medians[nation] < 35.0, (nation, medians)
+        if spec.impaired:
+            # never less than the link's own delay; and the link, not the relay's load (which
+            # the clean link shares), accounts for the difference from the clean link
+            assert medians[nation] >= 0.875 * spec.delay_ms, (nation, medians)
+            assert 0.75 * spec.delay_ms <= medians[nation] - clean <= 150.0, (nation, medians)
