@@ -261,10 +261,15 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
             labels[tid].append(mid)
     owner = metrics.majority_labels(labels)
     swaps = sum(1 for tid, labs in labels.items() if metrics.count_swaps(labs) > 0)
+    # events whose LAUNCH_DETECTED a CORRECTION withdrew (merged duplicates) are not events
+    withdrawn = {a.event_id for _k, a in out.alerts
+                 if a.kind == AlertKind.CORRECTION and a.corrects_alert_id is not None and "duplicate" in a.text}
     per_missile = defaultdict(int)
-    for mid in owner.values():
-        per_missile[mid] += 1
-    one_each = all(per_missile.get(m, 0) == 1 for m in truth) and len(owner) == len(truth)
+    for tid, mid in owner.items():
+        if tid not in withdrawn:
+            per_missile[mid] += 1
+    kept = [tid for tid in owner if tid not in withdrawn]
+    one_each = all(per_missile.get(m, 0) == 1 for m in truth) and len(kept) == len(truth)
 
     fused_err, fused_err6, fused_cov, nation_err = [], [], [], defaultdict(list)
     last_state: dict[int, tuple[int, np.ndarray]] = {}
@@ -291,7 +296,8 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
         "median_update_us": float(np.median([t for t in out.times_ns if t > 0]) / 1000.0),
         "mean_update_us": float(np.mean([t for t in out.times_ns if t > 0]) / 1000.0),
         "total_cpu_per_report_us": float((sum(out.times_ns) + out.tick_ns) / max(1, len(reps)) / 1000.0),
-        "fused_tracks": len(owner),
+        "fused_tracks": len(kept),
+        "duplicates_withdrawn": len(withdrawn),
         "missiles": len(truth),
         "one_track_per_missile": bool(one_each),
         "tracks_with_swap": swaps,
