@@ -43,7 +43,7 @@ SALVO8 = "srbm-salvo-2022-06-05"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
     parser.add_argument("--json", metavar="FILE", help="write the figures (summary object) as JSON")
-    parser.add_argument("--seeds", type=int, default=None, help="Monte-Carlo seeds for coverage (default 100, quick 3)")
+    parser.add_argument("--seeds", type=int, default=None, help="Monte-Carlo seeds for coverage (default 100, quick 1)")
     parser.add_argument("--plot", metavar="PNG", help="plot impact error against time since launch")
     parser.add_argument("--no-stonesoup", action="store_true", help="skip the Stone Soup anchors")
 
