@@ -1,0 +1,288 @@
+"""Faults on a live relay, each ending with the complete and correct alert set at every subscriber:
+a node process killed (SIGKILL) mid-stream and restarted, a link partitioned and healed, a node
+clock that jumps. (The relay killed with -9 and restarted is tests/test_journal.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import websockets
+
+from tests.conftest import start_relay
+from tests.synth import ballistic_arc, national_reports
+from warnshare.node import NodeClock, NodePublisher
+from warnshare.protocol import AlertBatch, AlertKind, Nation, decode_relay_to_subscriber
+from warnshare.relay.app import RelayConfig
+
+#: Faults injected in this file's run (RELIABILITY.md quotes them).
+INJECTED: list[str] = []
+
+
+class Collector:
+    """A subscriber recording every alert; msgpack or JSON."""
+
+    def __init__(self, url: str, fmt: str = "msgpack") -> None:
+        self.url = f"{url}/v1/alerts?format={fmt}"
+        self.alerts: list = []
+
+    async def start(self) -> None:
+        self.ws = await websockets.connect(self.url, max_size=None, compression=None)
+        assert decode_relay_to_subscriber(await self.ws.recv()).type == "welcome"
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for frame in self.ws:
+            msg = decode_relay_to_subscriber(frame)
+            if isinstance(msg, AlertBatch):
+                self.alerts.extend(msg.alerts)
+
+    async def until(self, last_id: int, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (not self.alerts or self.alerts[-1].alert_id < last_id) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def everything(url: str) -> list:
+    c = Collector(url)
+    c.url = f"{url}/v1/alerts?since=0"
+    await c.start()
+    return c
+
+
+async def assert_complete(url: str, relay, collectors: list[Collector]) -> list:
+    """Every subscriber holds alerts 1..last exactly once, identical to the relay's since=0 replay.
+    ``last`` is taken once the relay has gone quiet (ticks may still close events)."""
+    last, quiet_since, deadline = relay.hub.last_alert_id, time.monotonic(), time.monotonic() + 30
+    while time.monotonic() - quiet_since < 1.5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        if relay.hub.last_alert_id != last:
+            last, quiet_since = relay.hub.last_alert_id, time.monotonic()
+    reference = await everything(url)
+    for c in [*collectors, reference]:
+        await c.until(last)
+    await reference.stop()
+    assert [a.alert_id for a in reference.alerts] == list(range(1, last + 1))
+    for c in collectors:
+        assert [a.alert_id for a in c.alerts] == list(range(1, last + 1)), "a gap or a duplicate"
+        assert c.alerts == reference.alerts
+    return reference.alerts
+
+
+# ------------------------------------------------------------------- node killed with -9
+
+SCENARIO = "kn23-2023-03-19"
+SPEED = 40.0
+
+
+def _node(port: int, start_at: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "warnshare.cli", "node", "--nation", "JPN", "--relay", f"ws://127.0.0.1:{port}",
+         "--scenario", SCENARIO, "--speed", str(SPEED), "--start-at", f"{start_at:.6f}", "--log-level", "warning"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+async def test_node_killed_mid_stream_and_restarted_loses_nothing_and_duplicates_nothing() -> None:
+    from sims import load_scenario, simulate
+
+    scenario = load_scenario(SCENARIO)
+    updates = simulate(scenario, seed=0, nations=["JPN"]).national_tracks["JPN"]
+    first_s = (updates[0].available_ns - scenario.start_ns) / 1e9
+    last_s = (updates[-1].available_ns - scenario.start_ns) / 1e9
+    # unscaled time-outs: the two-second restart is not eighty simulated seconds of silence
+    running = start_relay(RelayConfig())
+    relay = running.relay
+    node = None
+    try:
+        subs = [Collector(running.ws_url), Collector(running.ws_url, "json")]
+        for s in subs:
+            await s.start()
+        # scenario t = first update plays 3 s from now (the node simulates for a moment first)
+        start_at = time.time() + 3.0 - first_s / SPEED
+        node = _node(running.port, start_at)
+        mid = start_at + (first_s + last_s) / 2 / SPEED
+        deadline = time.monotonic() + 60
+        while time.time() < mid and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        link = relay.nodes.links.get("jpn-node")
+        assert link is not None and 0 < link.last_seq < len(updates), "kill must fall mid-stream"
+        before = link.last_seq
+        node.send_signal(signal.SIGKILL)
+        node.wait(10)
+        INJECTED.append(f"node SIGKILL after {before} of {len(updates)} reports")
+        node = _node(running.port, start_at)  # the same start: it re-plays from t=0
+        assert node.wait(90) == 0, "the restarted node did not get every report acknowledged"
+        assert link.last_seq == link.accepted == len(updates), (link.last_seq, link.accepted, len(updates))
+        alerts = await assert_complete(running.ws_url, relay, subs)
+        updates_fused = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE]
+        # every report but a track's last ("lost") one updates the fused track exactly once
+        assert len(updates_fused) == sum(not u.lost for u in updates), "a report fused twice or not at all"
+        assert len({a.event_id for a in alerts}) == 1
+        dropped = link.duplicates
+        print(f"\nnode kill: {before} reports acked before SIGKILL, {len(updates)} after restart, "
+              f"{dropped} re-sent reports dropped by the relay as duplicates")
+        for s in subs:
+            await s.stop()
+    finally:
+        if node is not None and node.poll() is None:
+            node.kill()
+            node.wait(10)
+        running.stop()
+
+
+# ------------------------------------------------------------------ partition and healing
+
+
+def _live_reports(nation: Nation, states: np.ndarray, clock, track_number: int, seed: int) -> list:
+    """Reports of ``states`` (one per 1 s of flight), stamped when published, on ``clock``."""
+    return national_reports(states, nation, track_number=track_number, seed=seed)
+
+
+async def _play(pub: NodePublisher, reports: list, interval_s: float, clock, during=None) -> list[int]:
+    """Publish one report every ``interval_s``, validity and measurement on ``clock`` at publication;
+    ``during(k)`` runs before report k (fault injection). Returns the physical (unskewed) times."""
+    physical = []
+    for k, r in enumerate(reports):
+        if during:
+            during(k)
+        now = clock()
+        physical.append(time.time_ns())
+        pub.submit([r.model_copy(update={"seq": pub.next_seq(), "time_of_validity_ns": now, "measured_ns": now})])
+        await asyncio.sleep(interval_s)
+    return physical
+
+
+async def test_link_partitioned_and_healed_loses_nothing() -> None:
+    running = start_relay(RelayConfig(clock_period_s=0.25))
+    relay = running.relay
+    try:
+        subs = [Collector(running.ws_url), Collector(running.ws_url, "json")]
+        for s in subs:
+            await s.start()
+        states = ballistic_arc(39.5, 125.2, 100, 5000, 40, 29)
+        pubs = {n: NodePublisher(running.ws_url, n, f"{n.value.lower()}-part", backoff_initial_s=0.05, backoff_max_s=0.3)
+                for n in (Nation.JPN, Nation.KOR)}
+        for pub in pubs.values():
+            pub.task = asyncio.create_task(pub.run())
+        jpn = pubs[Nation.JPN]
+        partitioned = {}
+
+        def fault(k: int) -> None:
+            if k == 8:
+                jpn.pause()
+                partitioned["acked"] = jpn.acked_seq
+                INJECTED.append("link partition JPN, 10 reports queued behind it, healed")
+            elif k == 18:
+                partitioned["queued"] = len(jpn.outbox)
+                jpn.resume()
+
+        reports = {n: _live_reports(n, states, time.time_ns, 300 + i, i) for i, n in enumerate(pubs)}
+        await asyncio.gather(
+            _play(jpn, reports[Nation.JPN], 0.1, time.time_ns, fault),
+            _play(pubs[Nation.KOR], reports[Nation.KOR], 0.1, time.time_ns),
+        )
+        for pub in pubs.values():
+            assert await pub.wait_acked(20), pub.node_id
+        assert partitioned["queued"] >= 10, "the partition must have held reports back"
+        assert jpn.stats.reconnects >= 1
+        for n, pub in pubs.items():
+            link = relay.nodes.links[pub.node_id]
+            assert link.last_seq == link.accepted == len(reports[n])
+        alerts = await assert_complete(running.ws_url, relay, subs)
+        for n in pubs:
+            got = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and a.hops.source_nation == n]
+            assert len(got) == len(reports[n]), n
+        assert len({a.event_id for a in alerts}) == 1, "the healed link's late reports split the event"
+        for pub in pubs.values():
+            pub.task.cancel()
+        await asyncio.gather(*(p.task for p in pubs.values()), return_exceptions=True)
+        for s in subs:
+            await s.stop()
+    finally:
+        running.stop()
+
+
+# ------------------------------------------------------------------------------ clock jump
+
+
+async def test_a_node_clock_jump_is_detected_within_two_exchanges_and_alerts_stay_right() -> None:
+    running = start_relay(RelayConfig(clock_period_s=0.2))
+    relay = running.relay
+    try:
+        subs = [Collector(running.ws_url)]
+        for s in subs:
+            await s.start()
+        states = ballistic_arc(39.5, 125.2, 100, 5000, 40, 39)
+        jpn_clock = NodeClock()
+        pubs = {
+            Nation.JPN: NodePublisher(running.ws_url, Nation.JPN, "jpn-jump", clock=jpn_clock),
+            Nation.KOR: NodePublisher(running.ws_url, Nation.KOR, "kor-steady"),
+        }
+        for pub in pubs.values():
+            pub.task = asyncio.create_task(pub.run())
+        await asyncio.wait_for(pubs[Nation.JPN].connected.wait(), 10)
+        deadline = time.monotonic() + 10
+        while not relay.nodes.links.get("jpn-jump") or not relay.nodes.links["jpn-jump"].clock.known:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        estimator = relay.nodes.links["jpn-jump"].clock
+        exchanges: list[int] = []  # steps seen after each exchange once the clock has jumped
+        original = estimator.add_exchange
+        jumped = {}
+
+        def watched(*args):
+            sample = original(*args)
+            if jumped:
+                exchanges.append(estimator.steps)
+            return sample
+
+        estimator.add_exchange = watched
+        step_ns = 3_000_000_000
+
+        def fault(k: int) -> None:
+            if k == 15:
+                jpn_clock.skew_ns += step_ns
+                jumped["at"] = k
+                INJECTED.append("node clock step +3 s (JPN) mid-stream")
+
+        reports = {n: _live_reports(n, states, None, 400 + i, i) for i, n in enumerate(pubs)}
+        physical = await asyncio.gather(
+            _play(pubs[Nation.JPN], reports[Nation.JPN], 0.1, jpn_clock, fault),
+            _play(pubs[Nation.KOR], reports[Nation.KOR], 0.1, time.time_ns),
+        )
+        for pub in pubs.values():
+            assert await pub.wait_acked(20), pub.node_id
+        assert estimator.steps == 1, "the step was not detected (or seen twice)"
+        assert 1 in exchanges[:2], f"detected only after {exchanges.index(1) + 1} exchanges"
+        assert abs(estimator.offset_ns - step_ns) < 20_000_000, estimator.offset_ns
+        alerts = await assert_complete(running.ws_url, relay, subs)
+        jpn_updates = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and a.hops.source_nation == Nation.JPN]
+        assert len(jpn_updates) == len(reports[Nation.JPN])
+        # once the step is known, JPN's reports are put back on the right time: the fused state's
+        # time of validity is the physical time the report was made
+        settled = [(a, t) for a, t in zip(jpn_updates, physical[0], strict=True) if a.hops.clock_offset_ns > step_ns // 2]
+        assert len(settled) >= len(jpn_updates) - jumped["at"] - 5
+        for a, t in settled:
+            assert abs(a.state.time_of_validity_ns - t) < 50_000_000, (a.alert_id, a.state.time_of_validity_ns - t)
+        events = {a.event_id for a in alerts}
+        print(f"\nclock jump: detected after {exchanges.index(1) + 1} exchange(s); events {len(events)}; "
+              f"{len(jpn_updates) - len(settled) - jumped['at']} JPN reports fused before the estimate caught up")
+        assert len(events) == 1, "the jump split the missile into two events"
+        for pub in pubs.values():
+            pub.task.cancel()
+        await asyncio.gather(*(p.task for p in pubs.values()), return_exceptions=True)
+        for s in subs:
+            await s.stop()
+    finally:
+        running.stop()
