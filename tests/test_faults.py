@@ -17,8 +17,18 @@ import websockets
 
 from tests.conftest import start_relay
 from tests.synth import ballistic_arc, national_reports
-from warnshare.node import NodeClock, NodePublisher
-from warnshare.protocol import AlertBatch, AlertKind, Nation, decode_relay_to_subscriber
+from warnshare.node import NodeClock, NodePublisher, report_from_update
+from warnshare.protocol import (
+    AlertBatch,
+    AlertKind,
+    DataMode,
+    Hello,
+    Nation,
+    ReportBatch,
+    decode_relay_to_node,
+    decode_relay_to_subscriber,
+    encode,
+)
 from warnshare.relay.app import RelayConfig
 
 #: Faults injected in this file's run (RELIABILITY.md quotes them).
@@ -124,14 +134,28 @@ async def test_node_killed_mid_stream_and_restarted_loses_nothing_and_duplicates
         node = _node(running.port, start_at)  # the same start: it re-plays from t=0
         assert node.wait(90) == 0, "the restarted node did not get every report acknowledged"
         assert link.last_seq == link.accepted == len(updates), (link.last_seq, link.accepted, len(updates))
+        # the NodePublisher trims what welcome says is held, so it re-sends nothing; a node that
+        # re-sends anyway (another client, a lost welcome) has its reports dropped as duplicates
+        last_alert = relay.hub.last_alert_id
+        resent = [report_from_update(u, i + 1, u.time_of_validity_ns, 0, DataMode.SIMULATED) for i, u in enumerate(updates[:before])]
+        async with websockets.connect(f"{running.ws_url}/v1/ingest", compression=None) as ws:
+            await ws.send(encode(Hello(protocol_version=1, nation=Nation.JPN, node_id="jpn-node", sent_ns=time.time_ns())))
+            assert decode_relay_to_node(await ws.recv()).last_acked_seq == len(updates)
+            await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=resent)))
+            for _ in range(100):
+                msg = decode_relay_to_node(await asyncio.wait_for(ws.recv(), 10))
+                if msg.type == "ack":
+                    break
+            assert msg.type == "ack" and msg.acked_seq == len(updates)
+        assert link.duplicates == before and link.accepted == len(updates)
+        assert relay.hub.last_alert_id == last_alert, "a duplicate made an alert"
         alerts = await assert_complete(running.ws_url, relay, subs)
         updates_fused = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE]
         # every report but a track's last ("lost") one updates the fused track exactly once
         assert len(updates_fused) == sum(not u.lost for u in updates), "a report fused twice or not at all"
         assert len({a.event_id for a in alerts}) == 1
-        dropped = link.duplicates
         print(f"\nnode kill: {before} reports acked before SIGKILL, {len(updates)} after restart, "
-              f"{dropped} re-sent reports dropped by the relay as duplicates")
+              f"{link.duplicates} re-sent reports dropped by the relay as duplicates")
         for s in subs:
             await s.stop()
     finally:
