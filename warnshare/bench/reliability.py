@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +51,23 @@ RATIO_TARGET = 1.2
 # ---------------------------------------------------------------------------- backpressure
 
 
-def stall_pairs(rate: float, subscribers: int, duration_s: float, repeats: int) -> list[tuple[RunResult, RunResult]]:
+def stall_pairs(rate: float, subscribers: int, duration_s: float, repeats: int, concurrent: bool) -> list[tuple[RunResult, RunResult]]:
+    """(without, with) a stalled subscriber, ``repeats`` times. Concurrent: both relays (each in
+    its own process, with its own load) run at the same time, so whatever else the machine is
+    doing weighs on both alike; otherwise one after the other."""
     pairs = []
     for k in range(repeats):
-        runs = []
-        for stalled in (0, 1):
-            spec = RunSpec("stall", "relay", rate, subscribers, duration_s, warmup_s=1.0, repeat=k, stalled=stalled,
-                           drain_timeout_s=max(10.0, 2 * duration_s))
-            res = execute(spec)
+        specs = [RunSpec("stall", "relay", rate, subscribers, duration_s, warmup_s=1.0, repeat=k, stalled=stalled,
+                         drain_timeout_s=max(10.0, 2 * duration_s)) for stalled in (0, 1)]
+        if concurrent:
+            with ThreadPoolExecutor(2) as pool:
+                runs = list(pool.map(execute, specs))
+        else:
+            runs = [execute(spec) for spec in specs]
+        for spec, res in zip(specs, runs, strict=True):
             print(f"  {spec.label} #{k}: ok={res.ok} p99 {res.p99_ms:.2f} ms, lost {res.lost}, conflated {res.conflated}, "
                   f"peak RSS {res.server_peak_rss_bytes / 1e6:.0f} MB, stalled close {res.stalled_close_codes} {res.error}",
                   flush=True)
-            runs.append(res)
         pairs.append((runs[0], runs[1]))
     return pairs
 
@@ -71,6 +77,7 @@ def stall_summary(pairs: list[tuple[RunResult, RunResult]]) -> dict[str, Any]:
     with_ = [b.p99_ms for _, b in pairs if b.ok and b.delivered_total]
     p_wo = statistics.median(without) if without else float("nan")
     p_w = statistics.median(with_) if with_ else float("nan")
+    paired = [b.p99_ms / a.p99_ms for a, b in pairs if a.ok and b.ok and a.delivered_total and b.delivered_total]
     runs = [r for pair in pairs for r in pair]
     return {
         "healthy_p99_ms_without_stall": round(p_wo, 3),
@@ -78,6 +85,8 @@ def stall_summary(pairs: list[tuple[RunResult, RunResult]]) -> dict[str, Any]:
         "p99_ms_runs_without": [round(x, 3) for x in without],
         "p99_ms_runs_with": [round(x, 3) for x in with_],
         "ratio": round(p_w / p_wo, 3) if without and with_ else None,
+        "paired_ratios": [round(x, 3) for x in paired],
+        "median_paired_ratio": round(statistics.median(paired), 3) if paired else None,
         "ratio_target": RATIO_TARGET,
         "alerts_lost_at_healthy_subscribers": sum(r.lost for r in runs),
         "conflated_at_healthy_subscribers": sum(r.conflated for r in runs),
@@ -235,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trust-rounds", type=int, default=20)
+    parser.add_argument("--sequential", action="store_true", help="run each pair one after the other, not side by side")
     parser.add_argument("--out", default="", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     started = time.time()
     out: dict[str, Any] = {"machine": machine(), "settings": vars(args)}
     print(f"backpressure: {args.rate:g} reports/s, {args.subscribers} subscribers, {args.repeats} x (without, with) a stalled one", flush=True)
-    out["backpressure"] = stall_summary(stall_pairs(args.rate, args.subscribers, args.duration, args.repeats))
+    out["backpressure"] = stall_summary(stall_pairs(args.rate, args.subscribers, args.duration, args.repeats, not args.sequential))
     print(f"trust: {args.trust_rounds} rounds of forged and replayed hellos and batches", flush=True)
     out["trust"] = trust_trial(args.trust_rounds)
     out["wall_s"] = round(time.time() - started, 1)
