@@ -317,3 +317,25 @@ def test_summary_survives_failed_runs() -> None:
     s = bench_relay.summarize(results, ["relay", "tcp", "ws"])
     assert s["rate1000_subs100"]["relay_p99_ms"] is None and s["rate1000_subs100"]["met"] is False
     assert s["repeats"]["runs_meeting_ratio_targets"] == 0 and s["repeats"]["relay_runs_failed"] == 1
+
+
+def test_saturation_ramp_stops_at_the_first_failure_and_searches_down_below_the_ramp() -> None:
+    def fake_runner(spec: RunSpec, host: str, progress: object) -> RunResult:
+        r = _fake(spec.scenario, spec.system, 0, 1_000_000)
+        r.spec = spec
+        r.offered_rate = spec.rate
+        r.fell_behind = spec.scenario == "saturation" and spec.rate > capacity
+        return r
+
+    base = ("--systems", "relay", "--no-sweeps", "--no-stall", "--repeats", "1", "--no-progress")
+    capacity = 12_000.0
+    got = bench_relay.run_all(_args(*base), ["relay"], runner=fake_runner)
+    sat = [r.spec.rate for r in got if r.spec.scenario == "saturation"]
+    assert sat == [2000.0, 5000.0, 10000.0, 15000.0]
+    assert bench_relay.summarize(got, ["relay"])["saturation"]["rate_per_s"] == 10000.0
+    capacity = 600.0
+    got = bench_relay.run_all(_args(*base), ["relay"], runner=fake_runner)
+    sat = [r.spec.rate for r in got if r.spec.scenario == "saturation"]
+    assert sat == [2000.0, 1000.0, 500.0]
+    summary = bench_relay.summarize(got, ["relay"])["saturation"]
+    assert summary["rate_per_s"] == 500.0 and summary["met"] is False

@@ -30,6 +30,8 @@ SYSTEMS = ("relay", "tcp", "ws", "nats")
 MUST_A = (1000.0, 100)  # reports/s, subscribers
 MUST_B = (100.0, 10)
 SATURATION_TARGET = 20_000.0
+#: When the first step of the ramp fails, the rate is halved down to this before giving up.
+SATURATION_FLOOR = 200.0
 STALL_P99_RATIO = 1.5
 #: Memory counts as bounded when the stalled subscriber raises the relay's peak RSS, over the
 #: same run without it, by no more than this (bytes) or this fraction, whichever is larger.
@@ -65,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sweeps", action="store_true", help="only the must-show points")
     parser.add_argument("--saturation-rates", type=_floats, default=None,
                         help="relay saturation ramp, reports/s, run upward until one fails "
-                        "(default 2000,5000,10000,15000,20000,25000,30000; quick 5000,20000)")
+                        "(default 2000,5000,10000,15000,20000,25000,30000; quick 2000,20000); "
+                        "when the first step fails, the rate is halved until one passes")
     parser.add_argument("--saturation-subscribers", type=int, default=10)
     parser.add_argument("--no-saturation", action="store_true")
     parser.add_argument("--stall-rate", type=float, default=1000.0)
@@ -132,7 +135,7 @@ def saturation_rates(args: argparse.Namespace) -> list[float]:
         return []
     if args.saturation_rates:
         return sorted(args.saturation_rates)
-    return [5000.0, 20000.0] if args.quick else [2000.0, 5000.0, 10000.0, 15000.0, 20000.0, 25000.0, 30000.0]
+    return [2000.0, 20000.0] if args.quick else [2000.0, 5000.0, 10000.0, 15000.0, 20000.0, 25000.0, 30000.0]
 
 
 # --------------------------------------------------------------------------- summary
@@ -435,16 +438,28 @@ def run_all(
     quick = args.quick
     duration = args.duration if args.duration is not None else (1.5 if quick else 5.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
-    for rate in sat_rates:
+    def saturation_step(rate: float) -> bool:
         spec = RunSpec("saturation", "relay", rate, args.saturation_subscribers, duration_s=duration,
                        warmup_s=warmup, missiles=args.missiles, drain_timeout_s=drain_timeout(args, duration))
         progress.start(spec.label + " (saturation)")
         res = runner(spec, host=args.host, progress=progress.update)
         results.append(res)
         progress.finish_run(res)
-        if not _saturation_pass(res):
-            progress.total = progress.done  # the ramp stops at the first failure
-            break
+        return _saturation_pass(res)
+
+    for i, rate in enumerate(sat_rates):
+        if saturation_step(rate):
+            continue
+        progress.total = progress.done  # the ramp stops at the first failure
+        if i == 0:
+            # below the whole ramp: halve down to a floor so the summary still has a figure
+            rate /= 2
+            while rate >= SATURATION_FLOOR:
+                progress.total += 1
+                if saturation_step(rate):
+                    break
+                rate /= 2
+        break
     progress.close()
     return results
 
