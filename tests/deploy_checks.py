@@ -38,6 +38,15 @@ def events_from_alerts(alerts: Iterable[dict]) -> tuple[dict[int, EventView], di
     return live, duplicates
 
 
+def connected_nations(nodes: list[dict]) -> set[str]:
+    """Nations with a node connected, from the relay's GET /v1/nodes.
+
+    A node connects once it has simulated its sensors, so all three connected before the common
+    start (``--start-at``) means that each one plays the scenario from its beginning.
+    """
+    return {n["nation"] for n in nodes if n.get("connected")}
+
+
 def describe(events: dict[int, EventView]) -> str:
     return "; ".join(
         f"E{e.event_id} {'+'.join(sorted(e.nations))}: {','.join(sorted(k for k in e.kinds if k != 'TRACK_UPDATE'))}"

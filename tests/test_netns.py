@@ -4,9 +4,10 @@ The Japan and Korea links to the relay carry 40 ms of delay each way and lose 1%
 packets (``tc netem``, or the user-space delay line of ``netns_helpers`` on kernels without
 netem); the USA link is clean. Real processes (``warnshare relay``, ``node``, ``subscribe``)
 run in the namespaces. Alerts must still arrive complete, and the node→relay hop latency the
-relay reports (its clock-offset estimate applied) must show the link delay where there is one:
-at least the delay, and about the delay more than on the clean link (the relay's own load adds
-to every link alike, so the difference, not the clean link's figure, is what is checked).
+relay reports (its clock-offset estimate applied) must show the link delay where there is one
+and not where there is none: the fastest report over a link takes about the link's delay, and
+the relay's estimate of the link's round trip is about twice it. (Medians are printed too; on a
+busy machine the relay's own queueing dominates them.)
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy_checks import describe, events_from_alerts
+from tests.deploy_checks import connected_nations, describe, events_from_alerts
 from tests.netns_helpers import RELAY_ADDR, LinkSpec, NetnsUnavailable, Topology, ensure_iproute2
 from warnshare.protocol import NATIONS, AlertKind
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 SCENARIO = "srbm-salvo-2022-06-05"
-SPEED = 100.0
+#: Played faster than real time, a link's delay grows in scenario time by the same factor (40 ms
+#: is 2 s of flight at 50x, a 200 ms TCP retransmission 10 s): 50x keeps that well inside the
+#: fusion's staleness limits, where 100x does not (the events then split by nation).
+SPEED = 50.0
+#: Launch to scenario start: time for the nodes to simulate their sensors (a few seconds each).
+START_MARGIN_S = 20.0
 PORT = 8000  # inside the relay's own namespace: nothing else listens there
 LINK_DELAY_MS = 40.0
 LINKS = {
@@ -76,6 +82,25 @@ def _wait_healthy(topo: Topology, relay: subprocess.Popen, log: Path, timeout_s:
     raise AssertionError(f"the relay was not healthy within {timeout_s:.0f} s:\n{_tail(log)}")
 
 
+def _wait_connected(topo: Topology, start_at: float, logs: dict[str, Path]) -> None:
+    """Every node connected (so done simulating) before the common start, or fail saying so."""
+    probe = f"import urllib.request; print(urllib.request.urlopen('http://{RELAY_ADDR}:{PORT}/v1/nodes', timeout=5).read().decode())"
+    connected: set[str] = set()
+    while time.time() < start_at:
+        out = topo.run(topo.relay_ns, [sys.executable, "-c", probe], timeout_s=10)
+        if out.returncode == 0:
+            connected = connected_nations(json.loads(out.stdout))
+            if connected >= set(LINKS):
+                return
+        time.sleep(0.5)
+    late = sorted(set(LINKS) - connected)
+    raise AssertionError(
+        f"nodes {late} were not ready {START_MARGIN_S:.0f} s after launch, when the scenario began "
+        f"(their sensor simulation is that slow on this machine now):\n"
+        + "\n".join(f"--- {n} ---\n{_tail(logs[n])}" for n in late)
+    )
+
+
 @pytest.mark.timeout(400)
 def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_path: Path) -> None:
     from sims import load_scenario
@@ -90,18 +115,19 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
         """A process in a namespace, its output (or only its stderr, with ``stdout``) in ``log``."""
         if stdout is None:
             with open(log, "w") as out:
-                return topo.popen(ns, argv, stdout=out, stderr=subprocess.STDOUT)
+                return topo.popen(ns, argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
         with open(log, "w") as err, open(stdout, "w") as out:
-            return topo.popen(ns, argv, stdout=out, stderr=err)
+            return topo.popen(ns, argv, stdout=out, stderr=err, cwd=tmp_path)
 
     try:
         relay = started(topo.relay_ns, [*PY, "relay", "--host", RELAY_ADDR, "--port", str(PORT),
-                                        "--time-scale", f"{SPEED:g}", "--log-level", "warning"], logs["relay"])
+                                        "--time-scale", f"{SPEED:g}", "--journal", str(tmp_path / "relay.sqlite3"),
+                                        "--log-level", "warning"], logs["relay"])
         _wait_healthy(topo, relay, logs["relay"])
         subscriber = started(topo.relay_ns, [*PY, "subscribe", url, "--json", "--since", "0"],
                              logs["subscriber"], stdout=alerts_path)
-        # the nodes simulate their sensors first; scenario t=0 plays for all at the same instant
-        start_at = time.time() + 8.0
+        # the nodes simulate their sensors first; scenario t=0 then plays for all at one instant
+        start_at = time.time() + START_MARGIN_S
         nodes = {
             nation: started(topo.host_ns[nation], [
                 *PY, "node", "--nation", nation, "--relay", url, "--scenario", SCENARIO,
@@ -109,6 +135,7 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
             ], logs[nation])
             for nation in LINKS
         }
+        _wait_connected(topo, start_at, logs)
         played_s = max(60.0, 2.0 * (scenario.duration_s or 3600.0) / SPEED)
         status = {}
         for nation, proc in nodes.items():
@@ -148,24 +175,35 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
 
     hop_ms: dict[str, list[float]] = defaultdict(list)
     offset_ms: dict[str, list[float]] = defaultdict(list)
+    rtt_ms: dict[str, list[float]] = defaultdict(list)
     for a in alerts:
         h = a["hops"]
         hop_ms[h["source_nation"]].append((h["relay_received_ns"] - h["node_sent_ns"]) / 1e6)
         offset_ms[h["source_nation"]].append(h["clock_offset_ns"] / 1e6)
+        rtt_ms[h["source_nation"]].append(h["clock_rtt_ns"] / 1e6)
     assert set(hop_ms) == all_three, f"alerts were triggered by reports from {sorted(hop_ms)} only"
-    medians = {n: statistics.median(v) for n, v in hop_ms.items()}
+    figures = {
+        n: {"hop_min": min(hop_ms[n]), "hop_median": statistics.median(hop_ms[n]),
+            "rtt_median": statistics.median(rtt_ms[n]), "offset_median": statistics.median(offset_ms[n])}
+        for n in LINKS
+    }
     print(f"link mode {topo.mode}; {len(alerts)} alerts, {len(live)} events ({len(duplicates)} duplicates withdrawn)")
-    for nation in LINKS:
-        print(f"  {nation}: node_sent→relay_received median {medians[nation]:7.2f} ms "
-              f"(n={len(hop_ms[nation])}), clock offset median {statistics.median(offset_ms[nation]):7.3f} ms")
+    for nation, f in figures.items():
+        print(f"  {nation}: node_sent→relay_received min {f['hop_min']:7.2f} ms, median {f['hop_median']:7.2f} ms "
+              f"(n={len(hop_ms[nation])}); link RTT {f['rtt_median']:7.2f} ms; clock offset {f['offset_median']:7.3f} ms")
     for nation, stats in topo.netem_stats().items():
         print(f"  {nation} link: {stats}")
-    clean = statistics.median(v for n, spec in LINKS.items() if not spec.impaired for v in hop_ms[n])
     for nation, spec in LINKS.items():
+        f = figures[nation]
         # one clock serves every namespace, so a right offset estimate is close to zero
-        assert abs(statistics.median(offset_ms[nation])) < 10.0, (nation, medians)
+        assert abs(f["offset_median"]) < 10.0, (nation, figures)
         if spec.impaired:
-            # never less than the link's own delay; and the link, not the relay's load (which
-            # the clean link shares), accounts for the difference from the clean link
-            assert medians[nation] >= 0.875 * spec.delay_ms, (nation, medians)
-            assert 0.75 * spec.delay_ms <= medians[nation] - clean <= 150.0, (nation, medians)
+            # The fastest report shows the link: not far above its delay, and below it only by
+            # the offset estimate's error (half the excess of its exchange's RTT: a few ms early
+            # on a busy machine). The median adds the relay's queueing, which is the machine's
+            # load, so it is printed, not judged.
+            assert 0.75 * spec.delay_ms <= f["hop_min"] <= spec.delay_ms + 60.0, (nation, figures)
+            assert 1.75 * spec.delay_ms <= f["rtt_median"] <= 2 * spec.delay_ms + 60.0, (nation, figures)
+        else:
+            assert f["hop_min"] < 0.5 * LINK_DELAY_MS, (nation, figures)
+            assert f["rtt_median"] < LINK_DELAY_MS, (nation, figures)
