@@ -14,6 +14,7 @@ import time
 
 import msgpack
 import psutil
+import pytest
 import websockets
 
 from tests.backpressure_helpers import Salvo, StalledSubscriber, publish_salvo
@@ -97,6 +98,7 @@ class QueueWatch:
         self.thread.join(5)
 
 
+@pytest.mark.slow
 async def test_a_stalled_subscriber_is_conflated_then_closed_and_the_others_get_everything() -> None:
     running = start_relay(RelayConfig(subscriber_max_pending=MAX_PENDING, subscriber_close_timeout_s=30.0))
     relay = running.relay

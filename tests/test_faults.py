@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import websockets
 
 from tests.conftest import start_relay
@@ -103,6 +104,7 @@ def _node(port: int, start_at: float) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 async def test_node_killed_mid_stream_and_restarted_loses_nothing_and_duplicates_nothing() -> None:
     from sims import load_scenario, simulate
 
