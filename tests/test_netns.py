@@ -34,8 +34,9 @@ SCENARIO = "srbm-salvo-2022-06-05"
 #: is 2 s of flight at 50x, a 200 ms TCP retransmission 10 s): 50x keeps that well inside the
 #: fusion's staleness limits, where 100x does not (the events then split by nation).
 SPEED = 50.0
-#: Launch to scenario start: time for the nodes to simulate their sensors (a few seconds each).
-START_MARGIN_S = 20.0
+#: Launch to scenario start: time for the nodes to simulate their sensors (3-5 s alone; 15-20 s
+#: on a 2-core machine busy with other work).
+START_MARGIN_S = 30.0
 PORT = 8000  # inside the relay's own namespace: nothing else listens there
 LINK_DELAY_MS = 40.0
 LINKS = {
