@@ -114,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
         )
         procs.append(relay)
         _wait_healthy(f"http://{base}/healthz", relay)
-        # the nodes simulate their sensors first; scenario t=0 plays once all are likely ready
-        start_at = time.time() + 6.0
+        # each node simulates its sensors, connects, says READY; then t=0 plays for all at once
         nodes = {}
         for nation in NATIONS:
             nodes[nation.value] = subprocess.Popen(
@@ -133,15 +132,30 @@ def run(args: argparse.Namespace) -> int:
                     "--seed",
                     str(args.seed),
                     "--start-at",
-                    f"{start_at:.6f}",
+                    "-",
                     "--keys-dir",
                     str(keys),
                     "--log-level",
                     "warning",
                 ],
                 env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             procs.append(nodes[nation.value])
+        print("warnshare demo: the nodes are simulating their sensors...", flush=True)
+        t0 = time.monotonic()
+        for nation, proc in nodes.items():
+            if proc.stdout.readline().strip() != "READY":
+                raise SystemExit(
+                    f"warnshare demo: node {nation} failed to start (status {proc.wait()})"
+                )
+        start_at = time.time() + 0.5
+        for proc in nodes.values():
+            proc.stdin.write(f"{start_at:.6f}\n")
+            proc.stdin.close()
+        print(f"warnshare demo: nodes ready in {time.monotonic() - t0:.1f} s; t=0 now", flush=True)
         token = (keys / "usa-ops.token").read_text().strip()
         received = asyncio.run(_listen(f"ws://{base}", token, nodes, args, speed))
         node_status = {n: p.wait() for n, p in nodes.items()}

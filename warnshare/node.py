@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -440,9 +441,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-id", default=None, help="default: <nation>-node")
     parser.add_argument(
         "--start-at",
-        type=float,
         default=None,
-        help="UNIX time (s) at which scenario t=0 plays; default: now + 1 s",
+        help="UNIX time (s) at which scenario t=0 plays; default: now + 1 s. '-': once simulated "
+        "and connected, print READY on stdout and read the time from stdin (to start several "
+        "nodes together)",
     )
     parser.add_argument(
         "--clock-skew-s",
@@ -502,6 +504,27 @@ def load_node_key(args: argparse.Namespace, nation: Nation) -> NodeKey | None:
     return key
 
 
+async def _start_time(start_at: str | None, publisher: NodePublisher) -> int:
+    """Wall-clock ns of scenario t=0: given, now + 1 s, or handed over on stdin once ready."""
+    if start_at is None:
+        return time.time_ns() + 1_000_000_000
+    if start_at != "-":
+        try:
+            return int(float(start_at) * 1e9)
+        except ValueError:
+            raise SystemExit(
+                f"warnshare node: --start-at {start_at!r} is not a UNIX time"
+            ) from None
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(publisher.connected.wait(), 30)
+    print("READY", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    try:
+        return int(float(line) * 1e9)
+    except ValueError:
+        raise SystemExit(f"warnshare node: expected a UNIX time on stdin, got {line!r}") from None
+
+
 async def _main(args: argparse.Namespace) -> int:
     from sims import load_scenario, simulate
 
@@ -527,7 +550,7 @@ async def _main(args: argparse.Namespace) -> int:
     publisher = NodePublisher(args.relay, nation, node_id, clock=clock, key=key, ssl_context=ctx)
     link = asyncio.create_task(publisher.run())
     faults = [f for f in scenario.faults if f.nation == nation.value]
-    start_wall = int(args.start_at * 1e9) if args.start_at else time.time_ns() + 1_000_000_000
+    start_wall = await _start_time(args.start_at, publisher)
     try:
         while True:
             play = asyncio.create_task(
