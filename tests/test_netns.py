@@ -13,6 +13,7 @@ busy machine the relay's own queueing dominates them.)
 from __future__ import annotations
 
 import json
+import select
 import signal
 import statistics
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy_checks import connected_nations, describe, events_from_alerts
+from tests.deploy_checks import describe, events_from_alerts
 from tests.netns_helpers import RELAY_ADDR, LinkSpec, NetnsUnavailable, Topology, ensure_iproute2
 from warnshare.protocol import NATIONS, AlertKind
 
@@ -34,9 +35,9 @@ SCENARIO = "srbm-salvo-2022-06-05"
 #: is 2 s of flight at 50x, a 200 ms TCP retransmission 10 s): 50x keeps that well inside the
 #: fusion's staleness limits, where 100x does not (the events then split by nation).
 SPEED = 50.0
-#: Launch to scenario start: time for the nodes to simulate their sensors (3-5 s alone; 15-20 s
-#: on a 2-core machine busy with other work).
-START_MARGIN_S = 30.0
+#: Longest wait for the nodes to simulate their sensors and connect (3-5 s alone; 15-20 s on a
+#: 2-core machine busy with other work).
+READY_TIMEOUT_S = 120.0
 PORT = 8000  # inside the relay's own namespace: nothing else listens there
 LINK_DELAY_MS = 40.0
 LINKS = {
@@ -83,25 +84,6 @@ def _wait_healthy(topo: Topology, relay: subprocess.Popen, log: Path, timeout_s:
     raise AssertionError(f"the relay was not healthy within {timeout_s:.0f} s:\n{_tail(log)}")
 
 
-def _wait_connected(topo: Topology, start_at: float, logs: dict[str, Path]) -> None:
-    """Every node connected (so done simulating) before the common start, or fail saying so."""
-    probe = f"import urllib.request; print(urllib.request.urlopen('http://{RELAY_ADDR}:{PORT}/v1/nodes', timeout=5).read().decode())"
-    connected: set[str] = set()
-    while time.time() < start_at:
-        out = topo.run(topo.relay_ns, [sys.executable, "-c", probe], timeout_s=10)
-        if out.returncode == 0:
-            connected = connected_nations(json.loads(out.stdout))
-            if connected >= set(LINKS):
-                return
-        time.sleep(0.5)
-    late = sorted(set(LINKS) - connected)
-    raise AssertionError(
-        f"nodes {late} were not ready {START_MARGIN_S:.0f} s after launch, when the scenario began "
-        f"(their sensor simulation is that slow on this machine now):\n"
-        + "\n".join(f"--- {n} ---\n{_tail(logs[n])}" for n in late)
-    )
-
-
 @pytest.mark.timeout(400)
 def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_path: Path) -> None:
     from sims import load_scenario
@@ -127,16 +109,24 @@ def test_alerts_complete_and_latency_shows_link_delay(topology: Topology, tmp_pa
         _wait_healthy(topo, relay, logs["relay"])
         subscriber = started(topo.relay_ns, [*PY, "subscribe", url, "--json", "--since", "0"],
                              logs["subscriber"], stdout=alerts_path)
-        # the nodes simulate their sensors first; scenario t=0 then plays for all at one instant
-        start_at = time.time() + START_MARGIN_S
-        nodes = {
-            nation: started(topo.host_ns[nation], [
-                *PY, "node", "--nation", nation, "--relay", url, "--scenario", SCENARIO,
-                "--speed", f"{SPEED:g}", "--start-at", f"{start_at:.6f}", "--log-level", "info",
-            ], logs[nation])
-            for nation in LINKS
-        }
-        _wait_connected(topo, start_at, logs)
+        # Each node simulates its sensors, connects and says READY; then scenario t=0 plays for
+        # all three at one instant.
+        nodes = {}
+        for nation in LINKS:
+            with open(logs[nation], "w") as err:
+                nodes[nation] = topo.popen(topo.host_ns[nation], [
+                    *PY, "node", "--nation", nation, "--relay", url, "--scenario", SCENARIO,
+                    "--speed", f"{SPEED:g}", "--start-at", "-", "--log-level", "info",
+                ], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, cwd=tmp_path)
+        ready_by = time.monotonic() + READY_TIMEOUT_S
+        for nation, proc in nodes.items():
+            readable, _, _ = select.select([proc.stdout], [], [], max(0.0, ready_by - time.monotonic()))
+            line = proc.stdout.readline() if readable else ""
+            assert line.strip() == "READY", f"node {nation} never said READY ({line!r}):\n{_tail(logs[nation])}"
+        start_at = time.time() + 1.0
+        for proc in nodes.values():
+            proc.stdin.write(f"{start_at:.6f}\n")
+            proc.stdin.close()
         played_s = max(60.0, 2.0 * (scenario.duration_s or 3600.0) / SPEED)
         status = {}
         for nation, proc in nodes.items():
