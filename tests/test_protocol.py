@@ -136,3 +136,15 @@ def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
 @given(st.lists(st.floats(-1e6, 1e6), min_size=21, max_size=21))
 def test_covariance_upper_round_trip(upper: list[float]) -> None:
     assert covariance_to_upper(covariance_from_upper(upper)) == upper
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("protocol_version", "1"), ("sent_ns", 1.0), ("sent_ns", "5"), ("node_id", b"raw")],
+)
+def test_no_type_coercion(field: str, value) -> None:
+    doc = {"type": "hello", "protocol_version": 1, "nation": "JPN", "node_id": "x", "sent_ns": 5}
+    doc[field] = value
+    with pytest.raises(ProtocolError) as info:
+        decode_node_message(msgpack.packb(doc, use_bin_type=True))
+    assert info.value.code == ErrorCode.SCHEMA_INVALID

@@ -330,3 +330,19 @@ async def test_a_node_five_seconds_fast_gets_the_same_hop_latencies(relay_server
             assert -slack <= hop < 100_000_000, nation
             expected = 5_000_000_000 if nation == Nation.KOR else 0
             assert abs(a.hops.clock_offset_ns - expected) <= slack
+
+
+async def test_a_connection_that_never_says_hello_is_closed() -> None:
+    from tests.conftest import start_relay
+    from warnshare.relay.app import RelayConfig
+
+    running = start_relay(RelayConfig(hello_timeout_s=0.3))
+    try:
+        async with websockets.connect(f"{running.ws_url}/v1/ingest") as ws:
+            msg = decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))
+            assert isinstance(msg, ErrorMessage) and msg.code == ErrorCode.HELLO_REQUIRED
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert info.value.rcvd.code == CloseCode.HELLO_REQUIRED
+    finally:
+        running.stop()

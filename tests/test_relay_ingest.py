@@ -78,3 +78,13 @@ def test_timestamps_are_moved_to_the_relay_clock() -> None:
     assert [r.time_of_validity_ns for r in out.reports] == [r.time_of_validity_ns for r in reports]
     assert [r.measured_ns for r in out.reports] == [r.measured_ns for r in reports]
     assert out.node_sent_ns == 7
+
+
+def test_node_ids_are_capped() -> None:
+    reg = NodeRegistry(max_nodes=2)
+    for i in range(2):
+        reg.hello(Hello(protocol_version=1, nation=Nation.JPN, node_id=f"n{i}", sent_ns=1))
+    reg.hello(Hello(protocol_version=1, nation=Nation.JPN, node_id="n0", sent_ns=1))  # known: fine
+    with pytest.raises(ProtocolError) as info:
+        reg.hello(Hello(protocol_version=1, nation=Nation.JPN, node_id="n9", sent_ns=1))
+    assert info.value.code == ErrorCode.RATE_LIMITED

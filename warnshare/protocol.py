@@ -13,7 +13,17 @@ from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -149,16 +159,18 @@ class ProtocolError(Exception):
 
 
 class _Wire(BaseModel):
-    """Strict-ish base: unknown keys are refused, NaN and infinities never validate."""
+    """Unknown keys are refused, NaN and infinities never validate, and numbers, booleans and
+    strings must arrive as themselves (no "1" for 1): fields use the Strict* types. Enums take
+    their string values."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
-Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
+Vec3 = Annotated[list[StrictFloat], Field(min_length=3, max_length=3)]
 #: Upper triangle, row by row, of the symmetric 6x6 covariance of (x, y, z, vx, vy, vz):
 #: 21 numbers in m^2, m^2/s and m^2/s^2.
-CovarianceUpper = Annotated[list[float], Field(min_length=21, max_length=21)]
-Timestamp = Annotated[int, Field(ge=0, lt=1 << 63)]
+CovarianceUpper = Annotated[list[StrictFloat], Field(min_length=21, max_length=21)]
+Timestamp = Annotated[StrictInt, Field(ge=0, lt=1 << 63)]
 Releasability = Annotated[list[Nation], Field(min_length=1, max_length=3)]
 
 
@@ -166,21 +178,21 @@ class GroundEstimate(_Wire):
     """A point on the ground (launch or impact) with its 95% uncertainty ellipse."""
 
     time_ns: Timestamp
-    lat_deg: float = Field(ge=-90, le=90)
-    lon_deg: float = Field(ge=-180, le=180)
-    semi_major_m: float = Field(ge=0)
-    semi_minor_m: float = Field(ge=0)
+    lat_deg: StrictFloat = Field(ge=-90, le=90)
+    lon_deg: StrictFloat = Field(ge=-180, le=180)
+    semi_major_m: StrictFloat = Field(ge=0)
+    semi_minor_m: StrictFloat = Field(ge=0)
     #: Orientation of the semi-major axis, degrees clockwise from true north, [0, 180).
-    orientation_deg: float = Field(ge=0, lt=180)
-    time_sigma_s: float = Field(default=0.0, ge=0)
+    orientation_deg: StrictFloat = Field(ge=0, lt=180)
+    time_sigma_s: StrictFloat = Field(default=0.0, ge=0)
 
 
 class TrackReport(_Wire):
     """One national track at one time of validity (modelled on a J3.6 space track / UDL MissileTrack)."""
 
-    seq: int = Field(ge=1, lt=1 << 63)
+    seq: StrictInt = Field(ge=1, lt=1 << 63)
     nation: Nation
-    track_number: int = Field(ge=0, lt=1 << 32)
+    track_number: StrictInt = Field(ge=0, lt=1 << 32)
     #: Physical time the state is valid at; fusion dynamics use only this time.
     time_of_validity_ns: Timestamp
     #: Node wall clock when the measurement behind this update was taken. Equal to
@@ -189,35 +201,37 @@ class TrackReport(_Wire):
     position_ecef_m: Vec3
     velocity_ecef_mps: Vec3
     covariance: CovarianceUpper
-    track_quality: int = Field(ge=0, le=15)
-    boosting: bool = False
-    lost: bool = False
+    track_quality: StrictInt = Field(ge=0, le=15)
+    boosting: StrictBool = False
+    lost: StrictBool = False
     flight_phase: FlightPhase = FlightPhase.UNKNOWN
     launch_estimate: GroundEstimate | None = None
     impact_estimate: GroundEstimate | None = None
     data_mode: DataMode = DataMode.SIMULATED
     releasable_to: Releasability
     #: Owner-only: sensors that contributed. The relay never forwards these.
-    sensor_ids: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []
+    sensor_ids: Annotated[
+        list[Annotated[StrictStr, Field(max_length=64)]], Field(max_length=32)
+    ] = []
 
 
 class Auth(_Wire):
     """Authentication material; ``scheme`` "none" or "ed25519" (signature over the hello)."""
 
     scheme: Literal["none", "ed25519"] = "none"
-    key_id: Annotated[str, Field(max_length=128)] = ""
+    key_id: Annotated[StrictStr, Field(max_length=128)] = ""
     nonce: Annotated[bytes, Field(max_length=64)] = b""
     signature: Annotated[bytes, Field(max_length=128)] = b""
 
 
-NodeId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+NodeId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
 class Hello(_Wire):
     """First frame a node sends on /v1/ingest."""
 
     type: Literal["hello"] = "hello"
-    protocol_version: int
+    protocol_version: StrictInt
     nation: Nation
     node_id: NodeId
     sent_ns: Timestamp
@@ -237,7 +251,7 @@ class SignedBatch(_Wire):
     over them, so that any client can verify exactly the bytes it received (see PROTOCOL.md)."""
 
     type: Literal["signed_batch"] = "signed_batch"
-    key_id: Annotated[str, Field(min_length=1, max_length=128)]
+    key_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     payload: Annotated[bytes, Field(min_length=1, max_length=MAX_NODE_FRAME_BYTES)]
     signature: Annotated[bytes, Field(min_length=64, max_length=64)]
 
@@ -246,7 +260,7 @@ class TimeRequest(_Wire):
     """NTP-style clock exchange, either direction: ``t1_ns`` is the sender's clock at send."""
 
     type: Literal["time_request"] = "time_request"
-    id: int = Field(ge=0, lt=1 << 63)
+    id: StrictInt = Field(ge=0, lt=1 << 63)
     t1_ns: Timestamp
 
 
@@ -254,7 +268,7 @@ class TimeReply(_Wire):
     """Answer to a TimeRequest: ``t2_ns`` at receipt and ``t3_ns`` at send, on the answerer's clock."""
 
     type: Literal["time_reply"] = "time_reply"
-    id: int = Field(ge=0, lt=1 << 63)
+    id: StrictInt = Field(ge=0, lt=1 << 63)
     t1_ns: Timestamp
     t2_ns: Timestamp
     t3_ns: Timestamp
@@ -264,29 +278,29 @@ class Welcome(_Wire):
     """Relay's answer to a node's hello, or its first frame to a subscriber."""
 
     type: Literal["welcome"] = "welcome"
-    protocol_version: int = PROTOCOL_VERSION
+    protocol_version: StrictInt = PROTOCOL_VERSION
     relay_time_ns: Timestamp
     #: For a node: the highest contiguous seq the relay holds from it (0 = none); resend after it.
-    last_acked_seq: int = 0
+    last_acked_seq: StrictInt = 0
     #: For a subscriber: the newest alert id issued so far.
-    last_alert_id: int = 0
+    last_alert_id: StrictInt = 0
 
 
 class Ack(_Wire):
     """Relay to node: every report with seq <= ``acked_seq`` is accepted and durable."""
 
     type: Literal["ack"] = "ack"
-    acked_seq: int = Field(ge=0)
+    acked_seq: StrictInt = Field(ge=0)
     relay_received_ns: Timestamp
 
 
 class ErrorMessage(_Wire):
     type: Literal["error"] = "error"
     code: ErrorCode
-    message: str
+    message: StrictStr
     #: For a node: seq of the first report of the refused batch, when known.
-    seq: int | None = None
-    fatal: bool = True
+    seq: StrictInt | None = None
+    fatal: StrictBool = True
 
 
 class FusedState(_Wire):
@@ -294,20 +308,20 @@ class FusedState(_Wire):
     position_ecef_m: Vec3
     velocity_ecef_mps: Vec3
     covariance: CovarianceUpper
-    lat_deg: float
-    lon_deg: float
-    alt_m: float
-    speed_mps: float
+    lat_deg: StrictFloat
+    lon_deg: StrictFloat
+    alt_m: StrictFloat
+    speed_mps: StrictFloat
     flight_phase: FlightPhase
-    track_quality: int = Field(ge=0, le=15)
+    track_quality: StrictInt = Field(ge=0, le=15)
 
 
 class Assessment(_Wire):
     """A defence-ministry style summary: apogee, range, flight time, impact area."""
 
-    apogee_m: float
-    range_m: float
-    flight_time_s: float
+    apogee_m: StrictFloat
+    range_m: StrictFloat
+    flight_time_s: StrictFloat
     impact_area: ImpactArea | None = None
 
 
@@ -331,14 +345,14 @@ class Hops(_Mutable):
     fused_ns: Timestamp
     source_nation: Nation
     #: The relay's estimate of the source node's clock minus its own, and that link's RTT.
-    clock_offset_ns: int = 0
-    clock_rtt_ns: int = 0
+    clock_offset_ns: StrictInt = 0
+    clock_rtt_ns: StrictInt = 0
 
 
 class Alert(_Mutable):
     type: Literal["alert"] = "alert"
-    alert_id: int = Field(ge=1)
-    event_id: int = Field(ge=1)
+    alert_id: StrictInt = Field(ge=1)
+    event_id: StrictInt = Field(ge=1)
     kind: AlertKind
     issued_ns: Timestamp
     state: FusedState | None = None
@@ -347,12 +361,12 @@ class Alert(_Mutable):
     impact_area: ImpactArea | None = None
     overflight: list[Nation] = []
     assessment: Assessment | None = None
-    corrects_alert_id: int | None = None
+    corrects_alert_id: StrictInt | None = None
     nations: list[Nation]
     releasable_to: list[Nation]
     data_mode: DataMode
     hops: Hops
-    text: str = ""
+    text: StrictStr = ""
 
 
 class AlertBatch(_Wire):
@@ -362,16 +376,16 @@ class AlertBatch(_Wire):
     relay_sent_ns: Timestamp
     alerts: list[Alert]
     #: TRACK_UPDATE alerts conflated away for this subscriber since its previous frame.
-    conflated: int = 0
+    conflated: StrictInt = 0
 
 
 class EventSummary(_Wire):
     """One fused event (one missile) as GET /v1/events returns it."""
 
-    event_id: int
+    event_id: StrictInt
     status: Literal["ACTIVE", "IMPACTED", "LOST"]
-    first_alert_id: int
-    last_alert_id: int
+    first_alert_id: StrictInt
+    last_alert_id: StrictInt
     nations: list[Nation]
     state: FusedState | None = None
     launch: GroundEstimate | None = None

@@ -80,6 +80,10 @@ class RelayConfig:
     subscriber_frames_per_s: float = 20.0
     subscriber_frames_burst: float = 50.0
     max_connections: int = 2_000
+    #: A node must say hello this soon after connecting, or be closed (HELLO_REQUIRED).
+    hello_timeout_s: float = 5.0
+    #: Distinct node ids the relay keeps state for (an open relay must not grow without bound).
+    max_node_ids: int = 1_000
 
     def scaled(self, time_scale: float) -> RelayConfig:
         """The same config with the fusion's wall-clock time-outs divided by ``time_scale``."""
@@ -158,7 +162,7 @@ class Relay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.engine = FusionEngine(config.fusion)
-        self.nodes = NodeRegistry()
+        self.nodes = NodeRegistry(max_nodes=config.max_node_ids)
         self.metrics = RelayMetrics()
         self.journal = Journal(config.journal_path) if config.journal_path else None
         self.hub = Hub(
@@ -480,7 +484,12 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     )
     relay.metrics.nodes.inc()
     try:
-        data = await _receive(ws)
+        try:
+            data = await asyncio.wait_for(_receive(ws), relay.config.hello_timeout_s)
+        except TimeoutError:
+            raise ProtocolError(
+                ErrorCode.HELLO_REQUIRED, f"no hello within {relay.config.hello_timeout_s:g} s"
+            ) from None
         if data is None:
             return
         hello = _decode_node(data)
@@ -695,7 +704,9 @@ def _parse_since(text: str | None) -> int | None:
         return None
     digits = text.lstrip("0") or "0"
     if not (text.isascii() and text.isdigit() and len(digits) <= 19 and int(digits) < 1 << 63):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"since must be an alert id >= 0, not {text[:32]!r}")
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"since must be an alert id >= 0, not {text[:32]!r}"
+        )
     return int(digits)
 
 

@@ -37,8 +37,9 @@ class NodeLink:
 
 
 class NodeRegistry:
-    def __init__(self) -> None:
+    def __init__(self, max_nodes: int = 1_000) -> None:
         self.links: dict[str, NodeLink] = {}
+        self.max_nodes = max_nodes
 
     def hello(self, hello: Hello) -> NodeLink:
         """The link for a hello; a node id stays bound to the nation it first declared."""
@@ -49,6 +50,11 @@ class NodeRegistry:
             )
         link = self.links.get(hello.node_id)
         if link is None:
+            if len(self.links) >= self.max_nodes:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"the relay already keeps state for {self.max_nodes} node ids",
+                )
             link = self.links[hello.node_id] = NodeLink(hello.node_id, hello.nation)
         elif link.nation != hello.nation:
             raise ProtocolError(
