@@ -93,8 +93,11 @@ class FusionConfig:
     member_drop_s: float = 60.0
     #: Re-association and duplicate-event merge run in ``tick``, once per this much track time.
     scan_interval_s: float = 1.0
-    #: Consecutive scans two single-nation-disjoint events must agree before they merge.
+    #: Consecutive scans two single-nation-disjoint events must agree before they merge (and a
+    #: track must disagree with its event before it is held apart).
     merge_scans: int = 3
+    #: Scans a track held apart must gate with nothing before it becomes an event of its own.
+    orphan_scans: int = 10
     #: CI weights are re-optimised at most once per this much track time (any weight is consistent).
     reweight_interval_s: float = 2.0
     #: Impact prediction (sigma points to the ground, a few ms) at most once per this much track
@@ -134,6 +137,8 @@ class _Member:
     launch_estimate: GroundEstimate | None
     data_mode: DataMode
     misfit: int = 0
+    #: Left its event for disagreeing with the other nations; not yet placed again.
+    orphan: bool = False
 
 
 @dataclass(slots=True)
@@ -244,7 +249,16 @@ class FusionEngine:
             if report.launch_estimate is not None:
                 member.launch_estimate = report.launch_estimate
         event = self._events.get(member.event_id)
-        if event is None or event.final or event.status == "IMPACTED":
+        if member.orphan:
+            event = self._best_gated(member)
+            if event is None:
+                return out
+            member.orphan = False
+            member.misfit = 0
+            self._attach(member, event)
+            if event.status == "LOST":
+                self._revive(event, hops, received_ns, out)
+        elif event is None or event.final or event.status == "IMPACTED":
             if event is not None:
                 event.members.pop(key, None)
                 member.event_id = 0
@@ -318,6 +332,16 @@ class FusionEngine:
 
     def _associate_new(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
         """Put a track the engine has not placed yet into the best-gated event, or a new one."""
+        best = self._best_gated(member)
+        if best is None:
+            return self._new_event(member, hops, received_ns, out)
+        self._attach(member, best)
+        if best.status == "LOST":
+            self._revive(best, hops, received_ns, out)
+        return best
+
+    def _best_gated(self, member: _Member) -> _Event | None:
+        """The event a track gates with best at its time of validity, or None."""
         best, best_cost = None, self.config.gate_chi2
         for event in self._events.values():
             if event.final or event.status == "IMPACTED" or event.data_mode != member.data_mode:
@@ -331,11 +355,6 @@ class FusionEngine:
                 cost += 0.5 * self.config.gate_chi2
             if cost < best_cost:
                 best, best_cost = event, cost
-        if best is None:
-            return self._new_event(member, hops, received_ns, out)
-        self._attach(member, best)
-        if best.status == "LOST":
-            self._revive(best, hops, received_ns, out)
         return best
 
     def _cost(self, member: _Member, event: _Event, t_ns: int) -> float:
@@ -395,6 +414,7 @@ class FusionEngine:
                 self._detach(m)
                 del self._members[key]
         active = [e for e in self._events.values() if e.status == "ACTIVE" and e.x is not None]
+        moved_to: dict[int, int] = {}
         for nation in NATIONS:
             tracks = [m for m in self._members.values()
                       if m.nation == nation and t_ns - m.tov_ns <= self._stale_ns]
@@ -437,15 +457,40 @@ class FusionEngine:
             pairs = dict(association.assign(cost, c.gate_chi2))
             for i, m in enumerate(suspects):
                 j = pairs.get(i)
+                if j is None and cost[i].min() <= c.gate_chi2:
+                    # the one-to-one solution gave its event to another track of this nation:
+                    # a national tracker holding two tracks on one missile (a swap or a
+                    # duplicate). Join it anyway rather than invent a second event.
+                    j = int(np.argmin(cost[i]))
                 if j is not None:
                     if active[j].event_id != m.event_id:
+                        if m.event_id:
+                            moved_to[m.event_id] = active[j].event_id
                         self._detach(m)
                         self._attach(m, active[j])
                     m.misfit = 0
+                    m.orphan = False
                 elif m.event_id and m.misfit >= c.merge_scans and len(self._events[m.event_id].members) > 1:
+                    # it left its missile: hold it apart, silently, until it gates somewhere
+                    # or proves to be an object of its own (national trackers often drop such
+                    # tracks a moment later)
                     self._detach(m)
-                    m.misfit = 0
-                    self._new_event(m, hops, received_ns, out)
+                    m.orphan = True
+                elif m.orphan:
+                    m.misfit += 1
+                    if m.misfit >= c.orphan_scans:
+                        m.orphan = False
+                        m.misfit = 0
+                        self._new_event(m, hops, received_ns, out)
+        # an event whose every track went to another event was a duplicate of that event
+        for old_id, new_id in moved_to.items():
+            e = self._events.get(old_id)
+            if e is not None and not e.members and e.status == "ACTIVE" and new_id in self._events:
+                del self._events[old_id]
+                text = (f"CORRECTION event {old_id}: duplicate of event {new_id}, "
+                        f"withdraws LAUNCH_DETECTED alert {e.launch_alert_id}")
+                out.append(self._alert(e, AlertKind.CORRECTION, received_ns, hops, text,
+                                       corrects=e.launch_alert_id))
         self._merge_duplicates(t_ns, hops, received_ns, out)
 
     def _cost_to(self, m: _Member, other: tuple[NDArray, NDArray], t_ns: int) -> float:
@@ -464,11 +509,13 @@ class FusionEngine:
         """Two active events with no nation in common, within the gate for several scans in a
         row, are one missile: the younger joins the older and its LAUNCH_DETECTED is withdrawn."""
         c = self.config
-        active = [e for e in self._events.values() if e.status == "ACTIVE" and e.x is not None and e.members]
+        # events left without tracks (their nations' tracks re-initiated elsewhere) take part too
+        active = [e for e in self._events.values() if e.status == "ACTIVE" and e.x is not None]
         for a_i, a in enumerate(active):
             na = {m.nation for m in a.members.values()}
             for b in active[a_i + 1 :]:
-                if b.data_mode != a.data_mode or na & {m.nation for m in b.members.values()}:
+                if (b.data_mode != a.data_mode or na & {m.nation for m in b.members.values()}
+                        or not (a.members or b.members)):
                     a.merge_votes.pop(b.event_id, None)
                     continue
                 dt_a = (t_ns - a.tov_ns) / _NS
