@@ -220,3 +220,25 @@ def test_fused_error_beats_single_nations(one_missile):
             fused.append(np.linalg.norm(np.array(a.state.position_ecef_m) - tr.at(a.state.time_of_validity_ns)[:3]))
     rmse = lambda v: float(np.sqrt(np.mean(np.square(v))))  # noqa: E731
     assert rmse(fused) < min(rmse(v) for v in single.values())
+
+
+def test_a_national_track_that_wanders_off_and_is_dropped_makes_no_event(one_missile):
+    """A nation's track jumps 30 km away for a few seconds, then its tracker drops it: the
+    engine holds it apart without inventing a missile, and the event keeps the other nations."""
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=13)
+    t0 = one_missile[0].t_ns[0]
+    bad = (t0 + 100 * NS, t0 + 108 * NS)
+    changed = []
+    for t, r in reps:
+        if r.nation == Nation.JPN and bad[0] <= r.time_of_validity_ns < bad[1]:
+            r = r.model_copy(update={"position_ecef_m": [c + 30_000.0 for c in r.position_ecef_m]})
+        elif r.nation == Nation.JPN and r.time_of_validity_ns >= bad[1]:
+            if r.time_of_validity_ns < bad[1] + NS:
+                r = r.model_copy(update={"lost": True})
+            else:
+                r = r.model_copy(update={"track_number": r.track_number + 50})
+        changed.append((t, r))
+    engine, alerts = run(changed)
+    assert [a.kind for a in alerts].count(AlertKind.LAUNCH_DETECTED) == 1
+    assert len(engine.events()) == 1
+    assert Nation.JPN in engine.events()[0].nations
