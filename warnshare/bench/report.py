@@ -355,7 +355,7 @@ def plot_stall(results: Sequence[RunResult], path: Path) -> Path | None:
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")
-    ax.set_title("Relay memory with a subscriber that stops reading")
+    ax.set_title("Relay memory with a subscriber that stops reading\n(the lines overlap when the stalled reader costs nothing)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
