@@ -10,6 +10,7 @@ stalled subscriber among ten, next to the same load without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -395,12 +396,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _autogroup_nice(nice: int) -> None:
+_AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def _autogroup_nice(nice: int) -> int | None:
     """Linux with autogroup scheduling weighs sessions against each other and applies a
-    process's niceness only inside its session, so the session's group gets it too."""
-    path = Path("/proc/self/autogroup")
-    if path.exists():
-        path.write_text(str(nice))
+    process's niceness only inside its session, so the session's group gets it too.
+    Returns the group's previous niceness (None without autogroup), to restore at the end:
+    the group outlives this process."""
+    if not _AUTOGROUP.exists():
+        return None
+    previous = int(_AUTOGROUP.read_text().split()[-1])
+    _AUTOGROUP.write_text(str(nice))
+    return previous
 
 
 def _source_revision() -> str | None:
@@ -527,17 +535,27 @@ def run(args: argparse.Namespace) -> int:
     if not wanted:
         print("nothing to benchmark", file=sys.stderr)
         return 2
+    group_nice: int | None = None
     if args.nice:
         try:
             os.nice(args.nice)
-            _autogroup_nice(args.nice)
+            group_nice = _autogroup_nice(args.nice)
         except OSError as exc:
             print(f"--nice {args.nice}: {exc}; running at the default priority", file=sys.stderr)
             args.nice = 0
+    try:
+        return _run(args, wanted, skipped)
+    finally:
+        if group_nice is not None:
+            with contextlib.suppress(OSError):
+                _AUTOGROUP.write_text(str(group_nice))
+
+
+def _run(args: argparse.Namespace, wanted: list[str], skipped: list[str]) -> int:
     machine = machine_info()
     machine["niceness"] = os.nice(0)
-    if Path("/proc/self/autogroup").exists():
-        machine["autogroup"] = Path("/proc/self/autogroup").read_text().strip()
+    if _AUTOGROUP.exists():
+        machine["autogroup"] = _AUTOGROUP.read_text().strip()
     t0 = time.monotonic()
     results = run_all(args, wanted)
     if args.json is not None:  # the runs are kept even if anything below fails
