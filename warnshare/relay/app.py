@@ -249,12 +249,11 @@ class Relay:
             self.metrics.engine_errors.inc()
             log.exception("fusion engine tick failed")
             return
-        encoded = self._stamp(alerts, time.time_ns())
+        fused_ns = time.time_ns()
+        encoded = self._stamp(alerts, fused_ns)
         if self.journal:
             # every tick is an input: replay needs them all, alerts or not, to rebuild the state
-            self.journal.record_tick(
-                now, encoded[0].alert.hops.fused_ns if encoded else now, encoded
-            )
+            self.journal.record_tick(now, fused_ns, encoded)
         self.hub.fan_out(encoded)
 
     # -- restart ------------------------------------------------------------------------
@@ -307,7 +306,7 @@ class Relay:
     def _older_alerts(self, after_alert_id: int) -> list[EncodedAlert]:
         assert self.journal is not None
         return [
-            EncodedAlert(Alert.model_validate(unpack(body)), body)
+            EncodedAlert.from_msgpack(body)
             for _, body in self.journal.alert_bodies(after_alert_id)
         ]
 

@@ -10,6 +10,7 @@ SLOW_CONSUMER and may resume with ``since=``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,33 +30,35 @@ _K_CONFLATED = _PACKER.pack("conflated")
 
 
 class EncodedAlert:
-    """An alert with its msgpack bytes made once; JSON made once, on first demand."""
+    """An alert as its msgpack bytes, made once, and what fan-out needs to know of it.
 
-    __slots__ = (
-        "alert",
-        "alert_id",
-        "event_id",
-        "kind",
-        "critical",
-        "releasable",
-        "msgpack",
-        "_json",
-    )
+    Only bytes and a few small values are kept (not the pydantic object): the ring of recent
+    alerts then holds no objects for the garbage collector to traverse. JSON is made from the
+    bytes once, on first demand.
+    """
 
-    def __init__(self, alert: Alert, msgpack_bytes: bytes | None = None) -> None:
-        self.alert = alert
+    __slots__ = ("alert_id", "event_id", "kind", "critical", "releasable", "msgpack", "_json")
+
+    def __init__(self, alert: Alert) -> None:
         self.alert_id = alert.alert_id
         self.event_id = alert.event_id
         self.kind = alert.kind
         self.critical = alert.kind != AlertKind.TRACK_UPDATE
         self.releasable = frozenset(alert.releasable_to)
-        self.msgpack: bytes = msgpack_bytes or _PACKER.pack(alert.model_dump(mode="python"))
+        self.msgpack: bytes = _PACKER.pack(alert.model_dump(mode="python"))
         self._json: str | None = None
+
+    @classmethod
+    def from_msgpack(cls, body: bytes) -> EncodedAlert:
+        """Rebuild from stored bytes (the journal), checking them against the schema."""
+        return cls(Alert.model_validate(msgpack.unpackb(body, raw=False)))
 
     @property
     def json(self) -> str:
         if self._json is None:
-            self._json = self.alert.model_dump_json()
+            self._json = json.dumps(
+                msgpack.unpackb(self.msgpack, raw=False), separators=(",", ":"), allow_nan=False
+            )
         return self._json
 
 
