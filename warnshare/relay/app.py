@@ -69,7 +69,9 @@ class RelayConfig:
     subscriber_max_pending: int = 10_000
     subscriber_max_frame_alerts: int = 500
     subscriber_close_timeout_s: float = 2.0
-    ring_size: int = 200_000
+    ring_size: int = 50_000
+    #: Frames a second to all subscribers together: past it, alerts coalesce into larger frames.
+    frames_per_s: float = 20_000.0
     #: SQLite journal (None: nothing survives a restart).
     journal_path: str | None = None
     #: Trust store (trust.json): when set, nodes must sign and subscribers need a token.
@@ -166,7 +168,9 @@ class Relay:
         self.metrics = RelayMetrics()
         self.journal = Journal(config.journal_path) if config.journal_path else None
         self.hub = Hub(
-            ring_size=config.ring_size, older=self._older_alerts if self.journal else None
+            ring_size=config.ring_size,
+            older=self._older_alerts if self.journal else None,
+            frames_per_s=config.frames_per_s,
         )
         self.replay_guards: dict[str, ReplayGuard] = {}
         self.connections = 0
@@ -663,6 +667,7 @@ async def _subscriber_session(
         max_pending=relay.config.subscriber_max_pending,
         max_frame_alerts=relay.config.subscriber_max_frame_alerts,
         clock=time.time_ns,
+        min_gap_ns=relay.hub.min_gap_ns,
     )
     relay.hub.attach(sub, backlog)
     relay.metrics.subscribers.inc()

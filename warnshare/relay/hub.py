@@ -101,6 +101,10 @@ class Subscriber:
     max_pending: int
     max_frame_alerts: int
     clock: Callable[[], int]
+    #: Least time between two frames to this subscriber (ns), asked before each frame: the hub
+    #: shares a budget of frames per second among its subscribers, so that under load alerts
+    #: coalesce into fewer, larger frames instead of the writers falling behind.
+    min_gap_ns: Callable[[], int] = lambda: 0
     queue: deque[EncodedAlert] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     conflated_pending: int = 0
@@ -109,6 +113,7 @@ class Subscriber:
     alerts_sent: int = 0
     overflowed: bool = False
     closed: bool = False
+    last_frame_ns: int = 0
     writer: asyncio.Task | None = field(default=None, repr=False)
     #: Alerts at the head of the queue replayed for since= or the current picture: exempt from
     #: the limit and from conflation, or a subscriber resuming after SLOW_CONSUMER (a backlog
@@ -155,6 +160,9 @@ class Subscriber:
         self.writer = asyncio.current_task()
         while not self.closed:
             await self.wake.wait()
+            wait_ns = self.last_frame_ns + self.min_gap_ns() - self.clock()
+            if wait_ns > 0:
+                await asyncio.sleep(wait_ns / 1e9)
             self.wake.clear()
             if self.overflowed:
                 return
@@ -176,6 +184,7 @@ class Subscriber:
                     self.replay_pending += replayed
                     self.conflated_pending += conflated
                     raise
+                self.last_frame_ns = now
                 self.frames_sent += 1
                 self.alerts_sent += n
                 if self.overflowed:
@@ -186,9 +195,16 @@ class Hub:
     """All subscribers, the recent-alert ring for ``since=`` and the last-value cache per event."""
 
     def __init__(
-        self, *, ring_size: int = 200_000, max_events_cached: int = 1000, older=None
+        self,
+        *,
+        ring_size: int = 50_000,
+        max_events_cached: int = 1000,
+        older=None,
+        frames_per_s: float = 20_000.0,
     ) -> None:
         self.max_events_cached = max_events_cached
+        #: Frames a second the writers may send in all; each subscriber gets an equal share.
+        self.frames_per_s = frames_per_s
         #: ``older(after_alert_id) -> list[EncodedAlert]``: alerts the ring no longer holds.
         self.older = older
         self.subscribers: set[Subscriber] = set()
@@ -196,6 +212,10 @@ class Hub:
         # event_id -> kind -> newest alert of that kind (the current picture for late joiners)
         self.last_value: OrderedDict[int, dict[AlertKind, EncodedAlert]] = OrderedDict()
         self.last_alert_id = 0
+
+    def min_gap_ns(self) -> int:
+        """Least gap between two frames to one subscriber: its share of the frame budget."""
+        return int(len(self.subscribers) * 1e9 / self.frames_per_s)
 
     def publish(self, alerts: list[Alert]) -> list[EncodedAlert]:
         encoded = [EncodedAlert(a) for a in alerts]
