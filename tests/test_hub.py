@@ -162,3 +162,28 @@ def test_since_replays_from_the_ring_or_says_it_cannot() -> None:
     assert hub.since(25) == []
     assert hub.since(15) == [a for a in hub.ring if a.alert_id > 15]
     assert hub.since(3) is None
+
+
+async def test_the_frame_budget_coalesces_alerts_under_load_and_loses_none() -> None:
+    import time
+
+    hub = Hub(frames_per_s=1000.0)  # 10 subscribers: each may send a frame every 10 ms
+    frames = {i: [] for i in range(10)}
+    subs = []
+    for i in range(10):
+        s = collecting_subscriber("msgpack", frames[i])
+        s.clock = time.time_ns
+        s.min_gap_ns = hub.min_gap_ns
+        hub.attach(s, [])
+        subs.append((s, asyncio.create_task(s.run_writer())))
+    assert hub.min_gap_ns() == 10_000_000
+    for i in range(1, 201):  # 200 alerts over ~0.2 s, one publish per millisecond
+        hub.publish([make_alert(i)])
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)
+    for i in range(10):
+        assert ids(frames[i]) == list(range(1, 201))
+        assert len(frames[i]) <= 0.3 * 200  # far fewer frames than alerts
+    for s, task in subs:
+        hub.detach(s)
+        await task

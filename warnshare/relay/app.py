@@ -71,7 +71,7 @@ class RelayConfig:
     subscriber_close_timeout_s: float = 2.0
     ring_size: int = 50_000
     #: Frames a second to all subscribers together: past it, alerts coalesce into larger frames.
-    frames_per_s: float = 20_000.0
+    frames_per_s: float = 10_000.0
     #: SQLite journal (None: nothing survives a restart).
     journal_path: str | None = None
     #: Trust store (trust.json): when set, nodes must sign and subscribers need a token.
@@ -310,8 +310,7 @@ class Relay:
     def _older_alerts(self, after_alert_id: int) -> list[EncodedAlert]:
         assert self.journal is not None
         return [
-            EncodedAlert.from_msgpack(body)
-            for _, body in self.journal.alert_bodies(after_alert_id)
+            EncodedAlert.from_msgpack(body) for _, body in self.journal.alert_bodies(after_alert_id)
         ]
 
     def replay_guard(self, node_id: str) -> ReplayGuard:

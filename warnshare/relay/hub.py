@@ -200,7 +200,7 @@ class Hub:
         ring_size: int = 50_000,
         max_events_cached: int = 1000,
         older=None,
-        frames_per_s: float = 20_000.0,
+        frames_per_s: float = 10_000.0,
     ) -> None:
         self.max_events_cached = max_events_cached
         #: Frames a second the writers may send in all; each subscriber gets an equal share.
