@@ -441,8 +441,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-id", default=None, help="default: <nation>-node")
     parser.add_argument(
         "--start-at",
-        default=None,
-        help="UNIX time (s) at which scenario t=0 plays; default: now + 1 s. '-': once simulated "
+        default=env_str("START_AT", "") or None,
+        help="UNIX time (s) at which scenario t=0 plays (WARNSHARE_START_AT); default: now + 1 s. "
+        "'-': once simulated "
         "and connected, print READY on stdout and read the time from stdin (to start several "
         "nodes together)",
     )
