@@ -176,14 +176,33 @@ def test_lifecycle_impact_and_final_assessment(one_missile):
     assert engine.tick(last_rx + 60 * NS) == []
 
 
-def test_track_lost_high_up_then_correction_when_it_returns(one_missile):
+def test_a_gap_in_coverage_high_up_coasts_and_the_returning_track_continues_the_event(one_missile):
     cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=1000 * NS)
     reps = reports(one_missile, list(DEFAULT_FEEDS), seed=10)
     t0 = one_missile[0].t_ns[0]
     first = [(t, r) for t, r in reps if r.time_of_validity_ns < t0 + 100 * NS]
     rest = [(t, r) for t, r in reps if r.time_of_validity_ns >= t0 + 130 * NS]
     engine, _ = run(first, cfg)
-    lost = engine.tick(first[-1][0] + 10 * NS)
+    predicted = engine.events()[0].impact.time_ns
+    assert predicted > rest[0][1].time_of_validity_ns
+    # silent for far longer than lost_timeout, but its predicted flight is still under way
+    assert engine.tick(first[-1][0] + 10 * NS) == []
+    assert engine.events()[0].status == "ACTIVE"
+    t, r = rest[0]
+    back = engine.ingest(r, node_sent_ns=t, received_ns=t)
+    assert [a.kind for a in back if a.kind != AlertKind.TRACK_UPDATE] in ([], [AlertKind.IMPACT_PREDICTED])
+    assert back[0].event_id == 1 and len(engine.events()) == 1
+
+
+def test_track_lost_once_the_predicted_flight_is_over_then_correction_when_it_returns(one_missile):
+    cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=100_000 * NS)
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=10)
+    t0 = one_missile[0].t_ns[0]
+    first = [(t, r) for t, r in reps if r.time_of_validity_ns < t0 + 100 * NS]
+    rest = [(t, r) for t, r in reps if r.time_of_validity_ns >= t0 + 130 * NS]
+    engine, _ = run(first, cfg)
+    # no report at all for longer than the whole predicted flight: the coast ends
+    lost = engine.tick(first[-1][0] + int(cfg.max_flight_s) * NS + 10 * NS)
     assert [a.kind for a in lost] == [AlertKind.TRACK_LOST]
     assert engine.events()[0].status == "LOST"
     t, r = rest[0]
@@ -242,3 +261,27 @@ def test_a_national_track_that_wanders_off_and_is_dropped_makes_no_event(one_mis
     assert [a.kind for a in alerts].count(AlertKind.LAUNCH_DETECTED) == 1
     assert len(engine.events()) == 1
     assert Nation.JPN in engine.events()[0].nations
+
+
+@pytest.mark.parametrize("gap_days", [365, -365])
+def test_a_report_dated_a_year_away_is_a_new_event_and_no_prediction_spans_more_than_a_flight(
+        one_missile, monkeypatch, gap_days):
+    from warnshare.fusion import dynamics
+
+    spans = []
+    real = dynamics.predict_state
+
+    def spy(s, dt):
+        spans.append(abs(dt))
+        return real(s, dt)
+
+    monkeypatch.setattr(dynamics, "predict_state", spy)
+    engine, _ = run(reports(one_missile, list(DEFAULT_FEEDS[:2]), seed=12)[:80])
+    assert spans  # the spy sees the engine's predictions
+    t, r = reports(one_missile, [DEFAULT_FEEDS[2]], seed=13)[0]
+    far = r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + gap_days * 86_400 * NS})
+    out = engine.ingest(far, node_sent_ns=t, received_ns=t)
+    out += engine.tick(t + 2 * NS)
+    assert AlertKind.LAUNCH_DETECTED in [a.kind for a in out]
+    assert len(engine.events()) == 2
+    assert max(spans) <= engine.config.max_flight_s

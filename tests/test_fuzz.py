@@ -593,7 +593,6 @@ async def _publish_clean_missile(relay: RunningRelay) -> tuple[dict, list]:
     for i, nation in enumerate(NATIONS):
         reports[nation] = national_reports(states, nation, track_number=900 + i, seed=i, t0_ns=now)
         pub = NodePublisher(relay.ws_url, nation, f"clean-{nation.value.lower()}", backoff_initial_s=0.05, max_batch=10)
-        pub._next_seq = len(reports[nation]) + 1
         pub.submit(reports[nation])
         pub.task = asyncio.create_task(pub.run())
         pubs.append(pub)
@@ -665,10 +664,6 @@ print("done")
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fusion engine: predicting an old event to a report's time takes RK4 steps of <= 5 s across the "
-    "whole gap, so one schema-valid report dated a year away costs about a minute of relay CPU "
-    "and stalls every node and subscriber (warnshare/fusion, not the relay shell)"))
 def test_a_report_dated_a_year_after_an_event_is_fused_without_stalling() -> None:
     import subprocess
     import sys

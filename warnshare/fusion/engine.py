@@ -151,6 +151,10 @@ class _Event:
     p: NDArray | None = None
     tov_ns: int = 0
     last_received_ns: int = 0
+    #: Time of validity and wall time of the event's first state: the pace of track time
+    #: against wall time (replays run faster than real time) for coasting.
+    first_tov_ns: int = 0
+    first_received_ns: int = 0
     last_hops: tuple = ()
     first_alert_id: int = 0
     last_alert_id: int = 0
@@ -205,6 +209,7 @@ class FusionEngine:
         self._reweight_ns = int(c.reweight_interval_s * _NS)
         self._impact_ns = int(c.impact_interval_s * _NS)
         self._scan_ns = int(c.scan_interval_s * _NS)
+        self._max_flight_ns = int(c.max_flight_s * _NS)
 
     # ------------------------------------------------------------------ public API
 
@@ -286,7 +291,7 @@ class FusionEngine:
                 a.hops.fused_ns = now_ns
         for event in list(self._events.values()):
             idle = now_ns - event.last_received_ns
-            if event.status == "ACTIVE" and idle > c.lost_timeout_ns:
+            if event.status == "ACTIVE" and idle > c.lost_timeout_ns and not self._coasting(event, idle):
                 hops = event.last_hops
                 if self._near_ground(event):
                     event.status = "IMPACTED"
@@ -346,7 +351,7 @@ class FusionEngine:
         for event in self._events.values():
             if event.final or event.status == "IMPACTED" or event.data_mode != member.data_mode:
                 continue
-            if event.x is None:
+            if event.x is None or not self._in_flight_at(event, member.tov_ns):
                 continue
             cost = self._cost(member, event, member.tov_ns)
             # A nation rarely holds two live tracks on one missile: prefer another event.
@@ -357,16 +362,30 @@ class FusionEngine:
                 best, best_cost = event, cost
         return best
 
+    def _in_flight_at(self, event: _Event, t_ns: int) -> bool:
+        """Whether the event's missile can still be flying at ``t_ns``: within ``max_flight_s`` of
+        its state (so that no prediction spans more than a flight, and a report dated a year away
+        costs no more than any other) and not after its predicted fall (``impact_window_s`` of
+        slack), when the prediction would run through the ground."""
+        if abs(t_ns - event.tov_ns) > self._max_flight_ns:
+            return False
+        gp = event.impact
+        return gp is None or t_ns <= gp.time_ns + int(self.config.impact_window_s * _NS)
+
     def _cost(self, member: _Member, event: _Event, t_ns: int) -> float:
         """Squared Mahalanobis distance between a national track and an event at time ``t_ns``."""
+        if abs(t_ns - member.tov_ns) > self._max_flight_ns or abs(t_ns - event.tov_ns) > self._max_flight_ns:
+            return association.FORBIDDEN
         dt_m = (t_ns - member.tov_ns) / _NS
         dt_e = (t_ns - event.tov_ns) / _NS
         xm = np.array(dynamics.predict_state(member.x, dt_m))
         xe = np.array(dynamics.predict_state(event.x.tolist(), dt_e))
-        if float(np.linalg.norm(xm[:3] - xe[:3])) > 50_000.0 + 6.0 * math.sqrt(float(np.trace(event.p[:3, :3]))):
+        pe = dynamics.predict_covariance(event.p, dt_e, self._q(event.boosting, event.x))
+        # the prefilter uses the event's covariance at t_ns: an event coasting through a gap in
+        # coverage (minutes) is hundreds of km uncertain, and its re-acquired tracks must gate
+        if float(np.linalg.norm(xm[:3] - xe[:3])) > 50_000.0 + 6.0 * math.sqrt(float(np.trace(pe[:3, :3]))):
             return association.FORBIDDEN
         pm = dynamics.predict_covariance(member.p, dt_m, self._q(member.boosting, member.x))
-        pe = dynamics.predict_covariance(event.p, dt_e, self._q(event.boosting, event.x))
         return association.mahalanobis2(xm - xe, pm + pe + self._gate_bias)
 
     def _new_event(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
@@ -375,6 +394,7 @@ class FusionEngine:
         self._events[event.event_id] = event
         self._attach(member, event)
         self._update_event(event, member.tov_ns, hops, received_ns)
+        event.first_tov_ns, event.first_received_ns = event.tov_ns, received_ns
         self._estimate_launch(event)
         alert = self._alert(event, AlertKind.LAUNCH_DETECTED, received_ns, hops, self._launch_text(event))
         event.first_alert_id = event.launch_alert_id = alert.alert_id
@@ -518,15 +538,20 @@ class FusionEngine:
                         or not (a.members or b.members)):
                     a.merge_votes.pop(b.event_id, None)
                     continue
+                if not (self._in_flight_at(a, t_ns) and self._in_flight_at(b, t_ns)):
+                    a.merge_votes.pop(b.event_id, None)
+                    continue
                 dt_a = (t_ns - a.tov_ns) / _NS
                 dt_b = (t_ns - b.tov_ns) / _NS
                 xa = np.array(dynamics.predict_state(a.x.tolist(), dt_a))
                 xb = np.array(dynamics.predict_state(b.x.tolist(), dt_b))
-                if float(np.linalg.norm(xa[:3] - xb[:3])) > 50_000.0:
-                    a.merge_votes.pop(b.event_id, None)
-                    continue
                 pa = dynamics.predict_covariance(a.p, dt_a, self._q(a.boosting, a.x))
                 pb = dynamics.predict_covariance(b.p, dt_b, self._q(b.boosting, b.x))
+                # 50 km, or more for an event coasting through a gap in coverage
+                reach = 50_000.0 + 6.0 * math.sqrt(float(np.trace(pa[:3, :3]) + np.trace(pb[:3, :3])))
+                if float(np.linalg.norm(xa[:3] - xb[:3])) > reach:
+                    a.merge_votes.pop(b.event_id, None)
+                    continue
                 if association.mahalanobis2(xa - xb, pa + pb + self._gate_bias) <= c.gate_chi2:
                     a.merge_votes[b.event_id] = a.merge_votes.get(b.event_id, 0) + 1
                 else:
@@ -680,6 +705,28 @@ class FusionEngine:
             Assessment,
             apogee_m=apogee, range_m=rng, flight_time_s=flight, impact_area=event.impact_area
         )
+
+    def _coasting(self, event: _Event, idle_ns: int) -> bool:
+        """True while a silent event's predicted ballistic flight is still under way: it keeps
+        its ACTIVE status (no TRACK_LOST) so that tracks re-acquired after a gap in coverage
+        (an ICBM lofted above every radar for most of its flight) gate against it and join it.
+
+        Under way means, in track time, that the predicted impact is later than the newest time
+        of validity of any report. If no report at all arrives, track time stands still; the
+        wall-clock backstop is then the remaining predicted flight at the pace track time has
+        passed for this event (replays run faster than real time), after ``lost_timeout_ns``.
+        """
+        gp = event.impact
+        if gp is None or event.boosting or event.x is None or gp.time_ns <= self._latest_tov_ns:
+            return False
+        if self._near_ground(event):
+            # the feeds ended at the fall, not in a gap
+            return False
+        wall_ns = event.last_received_ns - event.first_received_ns
+        track_ns = event.tov_ns - event.first_tov_ns
+        pace = max(1.0, track_ns / wall_ns) if wall_ns > 0 else 1.0
+        remaining_ns = min(gp.time_ns - event.tov_ns, self._max_flight_ns)
+        return idle_ns <= self.config.lost_timeout_ns + remaining_ns / pace
 
     def _near_ground(self, event: _Event) -> bool:
         st = event.state
