@@ -41,7 +41,6 @@ async def publish_all(url: str, reports_by_nation: dict) -> None:
         pub = NodePublisher(
             url, nation, f"{nation.value.lower()}-j", backoff_initial_s=0.05, backoff_max_s=0.5
         )
-        pub._next_seq = reports[-1].seq + 1
         pub.submit(reports)
         pub.task = asyncio.create_task(pub.run())
         pubs.append(pub)
@@ -147,7 +146,6 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path) -> None:
         for k in range(len(STATES)):  # paced: ~60 reports per nation over ~1.5 s
             for pub in pubs:
                 r = streams[pub.nation][k]
-                pub._next_seq = r.seq + 1
                 pub.submit([r])
             await asyncio.sleep(0.025)
             if k == len(STATES) // 2:

@@ -31,7 +31,6 @@ async def _fuse_one_missile(url: str) -> None:
     for i, nation in enumerate(NATIONS):
         pub = NodePublisher(url, nation, f"{nation.value.lower()}-oas", backoff_initial_s=0.05)
         reports = national_reports(STATES, nation, track_number=70 + i, seed=i)
-        pub._next_seq = reports[-1].seq + 1
         pub.submit(reports)
         pub.task = asyncio.create_task(pub.run())
         pubs.append(pub)

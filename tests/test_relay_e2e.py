@@ -89,7 +89,6 @@ async def publish_missile(
                 )
                 for r in reports
             ]
-        pub._next_seq = len(reports) + 1
         pub.submit(reports)
         pubs.append(pub)
     for pub in pubs:
@@ -189,7 +188,6 @@ async def test_node_that_reconnects_resends_only_what_was_not_acked(relay_server
     assert link.accepted == 30 and link.duplicates == 10
     # the publisher resumes from the welcome's last acked seq and sends only the rest
     pub = NodePublisher(url, Nation.USA, "usa-r")
-    pub._next_seq = len(reports) + 1
     pub.submit(reports)
     pub.task = asyncio.create_task(pub.run())
     assert await pub.wait_acked(10)

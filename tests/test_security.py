@@ -60,7 +60,6 @@ async def publish(
     url: str, nation: Nation, node_key: NodeKey | None, reports, node_id: str | None = None
 ) -> NodePublisher:
     pub = NodePublisher(url, nation, node_id or f"{nation.value.lower()}-sec", key=node_key)
-    pub._next_seq = reports[-1].seq + 1
     pub.submit(reports)
     pub.task = asyncio.create_task(pub.run())
     return pub
@@ -250,7 +249,6 @@ async def test_wss_with_given_certificates(tmp_path) -> None:
         ctx = ssl.create_default_context(cafile=str(cert))
         pub = NodePublisher(running.ws_url, Nation.JPN, "jpn-tls", ssl_context=ctx)
         reports = national_reports(STATES, Nation.JPN, track_number=2)
-        pub._next_seq = len(reports) + 1
         pub.submit(reports)
         pub.task = asyncio.create_task(pub.run())
         assert await pub.wait_acked(10)

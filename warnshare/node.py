@@ -143,10 +143,12 @@ class NodePublisher:
         return seq
 
     def submit(self, reports: Iterable[TrackReport]) -> None:
-        """Queue reports (seq already assigned with next_seq, ascending) for publication."""
+        """Queue reports for publication, in ascending seq (from next_seq, or a node's own log
+        of reports numbered before a restart: next_seq then continues after them)."""
         added = False
         for r in reports:
             self.outbox.append(r)
+            self._next_seq = max(self._next_seq, r.seq + 1)
             added = True
         if added:
             self._all_acked.clear()
