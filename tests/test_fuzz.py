@@ -341,7 +341,10 @@ def check_node_exchange(relay: RunningRelay, frames: list[bytes | str], expected
     url = f"{relay.ws_url}/v1/ingest"
     if expected[0] == "too big":
         got, close = talk(url, frames)
-        assert close == CloseCode.TOO_BIG and "error" not in [m["type"] for m in got], (close, got)
+        # 1009, or no close frame at all: the relay closes while the client is still sending the
+        # oversized frame, and the reset of a socket closed with unread data can overtake the
+        # close frame (documented in PROTOCOL.md). Never an error frame, never another code.
+        assert close in (CloseCode.TOO_BIG, None) and "error" not in [m["type"] for m in got], (close, got)
         return
     if expected[0] == "error":
         got, close = talk(url, frames)
