@@ -209,8 +209,13 @@ async def _expect_refusal(url: str, frames: list, code: ErrorCode | None, close_
                     error = msg
     except websockets.ConnectionClosed as exc:
         closed = exc
-    assert closed is not None and closed.rcvd is not None, "the relay must close the connection"
-    assert closed.rcvd.code == close_code
+    assert closed is not None, "the relay must close the connection"
+    if closed.rcvd is None:
+        # only for an oversized frame: the reset of a socket closed with unread data can overtake
+        # the 1009 close frame (PROTOCOL.md)
+        assert close_code == CloseCode.TOO_BIG
+    else:
+        assert closed.rcvd.code == close_code
     if code is not None:
         assert error is not None and error.code == code and error.message
 
