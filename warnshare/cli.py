@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "subscribe": ("warnshare.subscriber", "print the relay's alerts, one a line"),
     "demo": ("warnshare.demo", "relay + three nodes + a subscriber in one command"),
     "sim": ("sims.cli", "list, run and plot scenarios (no relay)"),
-    "keys": ("warnshare.keys", "create and inspect node signing keys"),
+    "keys": ("warnshare.keys", "create node signing keys, subscriber tokens and a trust store"),
     "bench": ("warnshare.bench", "benchmarks: `bench fusion`, `bench relay`"),
 }
 

@@ -125,7 +125,7 @@ class AlertSubscriber:
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
                 if not self.reconnect:
                     raise
-                log.info("alert stream down (%s); resuming after alert %s", exc, self.last_alert_id)
+                log.warning("cannot reach %s (%s); retrying", self.url, exc)
             await asyncio.sleep(backoff)
             backoff = min(5.0, backoff * 2)
 
