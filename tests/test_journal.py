@@ -27,7 +27,7 @@ async def all_alerts(url: str) -> list[bytes]:
     """Every alert the relay holds, via since=0, as raw msgpack-decoded models."""
     out = []
     async with websockets.connect(f"{url}/v1/alerts?since=0", max_size=None) as ws:
-        welcome = decode_relay_to_subscriber(await ws.recv())
+        welcome = decode_relay_to_subscriber(await asyncio.wait_for(ws.recv(), 5))
         while len(out) < welcome.last_alert_id:
             msg = decode_relay_to_subscriber(await asyncio.wait_for(ws.recv(), 5))
             if isinstance(msg, AlertBatch):
@@ -48,7 +48,7 @@ async def publish_all(url: str, reports_by_nation: dict) -> None:
         assert await pub.wait_acked(30), pub.node_id
     for pub in pubs:
         pub.task.cancel()
-    await asyncio.gather(*(p.task for p in pubs), return_exceptions=True)
+    await asyncio.wait_for(asyncio.gather(*(p.task for p in pubs), return_exceptions=True), 10)
 
 
 async def test_restart_replays_the_journal_to_the_same_alerts_and_state(tmp_path) -> None:

@@ -211,8 +211,7 @@ async def _listen(
                     break
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await asyncio.gather(task, return_exceptions=True)
     return received
 
 

@@ -237,8 +237,9 @@ class NodePublisher:
                     self._handle_error(msg)
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await sender
+            # gather, not suppress(CancelledError): a cancellation of this task that arrives
+            # here must go on propagating, not be swallowed with the sender's
+            await asyncio.gather(sender, return_exceptions=True)
 
     async def _sender(self, ws, synced: asyncio.Event) -> None:
         # Let the relay measure this link's clock offset before the first report crosses it.
@@ -585,8 +586,7 @@ async def _main(args: argparse.Namespace) -> int:
             start_wall = time.time_ns() + 2_000_000_000
     finally:
         link.cancel()
-        with contextlib.suppress(asyncio.CancelledError, NodeRejected):
-            await link
+        await asyncio.gather(link, return_exceptions=True)
 
 
 __all__ = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import ssl
@@ -163,8 +162,7 @@ class AlertSubscriber:
                     raise SubscriptionError(f"{msg.code.value}: {msg.message}")
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await task
+            await asyncio.gather(task, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------- printing
