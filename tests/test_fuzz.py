@@ -382,8 +382,10 @@ def test_oversized_node_frames_close_with_1009(relay) -> None:
     big = b"\x00" * (MAX_NODE_FRAME_BYTES + 1)
     for frames in ([big], [hello_frame(fresh_node_id()), big]):
         TRIED["/v1/ingest oversized"] += 1
-        _, close = talk(f"{relay.ws_url}/v1/ingest", frames)
-        assert close == CloseCode.TOO_BIG
+        got, close = talk(f"{relay.ws_url}/v1/ingest", frames)
+        # 1009, or a reset that overtook the close frame (see check_node_exchange): never an
+        # error frame or another code
+        assert close in (CloseCode.TOO_BIG, None) and "error" not in [m["type"] for m in got]
     # a batch of exactly 1 MiB is not refused for its size
     TRIED["/v1/ingest oversized"] += 1
     def padded(k: int) -> bytes:
