@@ -285,3 +285,29 @@ def test_a_report_dated_a_year_away_is_a_new_event_and_no_prediction_spans_more_
     assert AlertKind.LAUNCH_DETECTED in [a.kind for a in out]
     assert len(engine.events()) == 2
     assert max(spans) <= engine.config.max_flight_s
+
+
+@pytest.mark.parametrize("mode", ["REAL", "SIMULATED"])
+def test_a_real_report_dated_far_ahead_of_the_relay_clock_does_not_end_a_coasting_event(one_missile, mode):
+    # Reports stop at 160 s of a 308 s flight (a gap in coverage): the event coasts on its
+    # prediction. One schema-valid REAL report dated a day ahead of its arrival must not become
+    # the engine's "now", which would put the coasting event's predicted fall in the past and
+    # declare it lost at once. (SIMULATED replays carry scenario times, not the relay's clock:
+    # there the engine cannot tell, and the day-ahead report does end the coast.)
+    from warnshare.protocol import DataMode
+
+    reps = [(t, r.model_copy(update={"data_mode": DataMode(mode)}))
+            for t, r in reports(one_missile, list(DEFAULT_FEEDS[:2]), seed=21)]
+    upto = [(t, r) for t, r in reps if r.time_of_validity_ns < T0 + 160 * NS]
+    engine, alerts = run(upto)
+    (event,) = engine.events()
+    assert event.impact is not None
+    t_last = upto[-1][0]
+    _, r = reports(one_missile, [DEFAULT_FEEDS[2]], seed=22)[0]
+    far = r.model_copy(update={"time_of_validity_ns": t_last + 86_400 * NS, "track_number": 999,
+                               "data_mode": DataMode(mode)})
+    alerts += engine.ingest(far, node_sent_ns=t_last, received_ns=t_last)
+    for k in range(1, 31):
+        alerts += engine.tick(t_last + k * NS)
+    lost = AlertKind.TRACK_LOST in [a.kind for a in alerts if a.event_id == event.event_id]
+    assert lost == (mode == "SIMULATED")

@@ -93,3 +93,17 @@ def test_other_scenarios_still_give_one_event_per_missile(name: str) -> None:
         assert kinds.count(AlertKind.LAUNCH_DETECTED) == 1
         assert kinds.count(AlertKind.FINAL_ASSESSMENT) == 1
         assert (AlertKind.IMPACT in kinds) != (AlertKind.TRACK_LOST in kinds)
+
+
+def test_final_assessment_of_a_lofted_icbm_gives_the_apogee_of_the_fitted_arc() -> None:
+    # Hwasong-17 is seen by no radar near its apogee: the highest altitude seen is ~3,400 km
+    # against ~6,000 km flown; the assessment must come from the ballistic arc, as a
+    # defence-ministry release gives it (apogee, range, flight time)
+    r = replay("hwasong17-2022-11-18")
+    (event,) = r["engine"].events()
+    truth = r["sim"].truth["HS17-1"]
+    a = event.assessment
+    assert a is not None
+    assert abs(a.apogee_m - truth.apogee_m) < 0.03 * truth.apogee_m, (a.apogee_m, truth.apogee_m)
+    flight_s = (truth.impact_ns - truth.launch_ns) / NS
+    assert abs(a.flight_time_s - flight_s) < 0.03 * flight_s, (a.flight_time_s, flight_s)

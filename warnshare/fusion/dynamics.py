@@ -178,6 +178,26 @@ def _alt_t(r: NDArray) -> NDArray:
 _AB = WGS84_A * _B
 
 
+def kepler_apogee_alt(s, lat_deg: float) -> float:
+    """Apogee altitude (m) of the Kepler orbit through one ECEF state (inertial velocity
+    v + omega x r), above the ellipsoid's radius at ``lat_deg``. J2 moves the true apogee of a
+    lofted ICBM by ~10 km and the latitude of the apogee is taken as the state's (<= 21 km of
+    ellipsoid radius): good to ~1% of a 6,000 km apogee, from any state above the atmosphere."""
+    x, y, z = float(s[0]), float(s[1]), float(s[2])
+    vx, vy, vz = float(s[3]) - _W * y, float(s[4]) + _W * x, float(s[5])
+    r = math.sqrt(x * x + y * y + z * z)
+    energy = 0.5 * (vx * vx + vy * vy + vz * vz) - WGS84_GM / r
+    if energy >= 0.0:
+        return math.inf
+    hx, hy, hz = y * vz - z * vy, z * vx - x * vz, x * vy - y * vx
+    a = -WGS84_GM / (2.0 * energy)
+    e = math.sqrt(max(0.0, 1.0 + 2.0 * energy * (hx * hx + hy * hy + hz * hz) / (WGS84_GM * WGS84_GM)))
+    c, sn = math.cos(math.radians(lat_deg)), math.sin(math.radians(lat_deg))
+    a2, b2 = WGS84_A * WGS84_A, _B * _B
+    radius = math.sqrt(((a2 * c) ** 2 + (b2 * sn) ** 2) / ((WGS84_A * c) ** 2 + (_B * sn) ** 2))
+    return a * (1.0 + e) - radius
+
+
 def geodetic(x: float, y: float, z: float) -> tuple[float, float, float]:
     """(lat_deg, lon_deg, alt_m) of one ECEF point, scalar Bowring (mm-accurate near Earth)."""
     p = math.hypot(x, y)

@@ -62,6 +62,8 @@ def _construct(cls, **fields):
 
 
 _OVERFLIGHT_MIN_ALT_M = 50_000.0
+# above this a ballistic state's orbit is its future and past path: no drag, no lift
+_EXO_ALT_M = 120_000.0
 _ATMOSPHERE_R2 = (6_371_000.0 + 80_000.0) ** 2
 _PROTECTED_AREAS = frozenset({ImpactArea.JPN_TERRITORY, ImpactArea.KOR_TERRITORY, ImpactArea.JPN_EEZ})
 _AREA_TEXT = {
@@ -114,6 +116,10 @@ class FusionConfig:
     impact_window_s: float = 120.0
     #: Or the last fused altitude below this (m), descending.
     near_ground_alt_m: float = 30_000.0
+    #: A REAL report dated more than this (s) after its arrival on the relay's clock does not
+    #: move the engine's track time (one bad clock must not end every coasting event).
+    #: SIMULATED and EXERCISE replays carry scenario times, so they are not checked.
+    max_future_s: float = 30.0
     #: "ci" (covariance intersection). "independent" fuses as if the nations' errors were
     #: independent; it is overconfident and exists only to show that in the benchmark.
     fusion_rule: str = "ci"
@@ -167,6 +173,9 @@ class _Event:
     phase: FlightPhase = FlightPhase.UNKNOWN
     boosting: bool = False
     max_alt_m: float = 0.0
+    #: Apogee altitude of the Kepler orbit through the newest exo-atmospheric ballistic state
+    #: (a lofted ICBM is often unseen near its apogee; the fit is not).
+    orbit_apogee_m: float = 0.0
     #: CI weights by live-member set, with the time they were optimised at.
     weights: dict = field(default_factory=dict)
     impact_tov_ns: int = -(1 << 62)
@@ -210,6 +219,7 @@ class FusionEngine:
         self._impact_ns = int(c.impact_interval_s * _NS)
         self._scan_ns = int(c.scan_interval_s * _NS)
         self._max_flight_ns = int(c.max_flight_s * _NS)
+        self._future_ns = int(c.max_future_s * _NS)
 
     # ------------------------------------------------------------------ public API
 
@@ -270,7 +280,7 @@ class FusionEngine:
             event = self._associate_new(member, hops, received_ns, out)
         elif event.status == "LOST":
             self._revive(event, hops, received_ns, out)
-        if tov > self._latest_tov_ns:
+        if tov > self._latest_tov_ns and (report.data_mode != DataMode.REAL or tov - received_ns <= self._future_ns):
             self._latest_tov_ns = tov
         self._last_hops = hops
         self._update_event(event, tov, hops, received_ns)
@@ -630,6 +640,8 @@ class FusionEngine:
         event.boosting = any(m.boosting for m in live)
         lat, lon, alt = dynamics.geodetic(float(x[0]), float(x[1]), float(x[2]))
         event.max_alt_m = max(event.max_alt_m, alt)
+        if alt > _EXO_ALT_M and not event.boosting:
+            event.orbit_apogee_m = dynamics.kepler_apogee_alt(x, lat)
         phase = _fused_phase(live, x, lat, lon, alt, event.boosting)
         event.phase = phase
         event.state = _construct(
@@ -694,7 +706,7 @@ class FusionEngine:
 
     def _assess(self, event: _Event) -> None:
         gp = event.impact
-        apogee = max(event.max_alt_m, gp.apogee_m if gp is not None else 0.0)
+        apogee = max(event.max_alt_m, event.orbit_apogee_m, gp.apogee_m if gp is not None else 0.0)
         rng, flight = 0.0, 0.0
         if gp is not None and event.launch is not None:
             from warnshare.geo import great_circle_distance_m
