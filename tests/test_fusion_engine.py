@@ -160,11 +160,18 @@ def test_lifecycle_impact_and_final_assessment(one_missile):
     reps = reports(one_missile, list(DEFAULT_FEEDS), seed=9)
     engine, alerts = run(reps, cfg)
     last_rx = reps[-1][0] + 2000
+    # the feeds end a few seconds before the predicted fall: IMPACT when the fall is due
+    # (track time runs at wall pace here), not at the lost time-out
+    (event,) = engine.events()
+    due_s = (event.impact.time_ns - event.state.time_of_validity_ns) / NS
+    assert 2.0 < due_s < 10.0
     assert engine.tick(last_rx + 1 * NS) == []
-    impact = engine.tick(last_rx + 3 * NS)
+    assert engine.tick(last_rx + int((due_s - 0.5) * NS)) == []
+    t_impact = last_rx + int((due_s + 0.5) * NS)
+    impact = engine.tick(t_impact)
     assert [a.kind for a in impact] == [AlertKind.IMPACT]
-    assert impact[0].hops.fused_ns == last_rx + 3 * NS
-    final = engine.tick(last_rx + 6 * NS)
+    assert impact[0].hops.fused_ns == t_impact
+    final = engine.tick(t_impact + 6 * NS)
     assert [a.kind for a in final] == [AlertKind.FINAL_ASSESSMENT]
     a = final[0].assessment
     tr = one_missile[0]

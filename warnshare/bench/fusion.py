@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from warnshare import metrics
-from warnshare.fusion import FusionConfig, FusionEngine
+from warnshare.fusion import FusionConfig, FusionEngine, dynamics
 from warnshare.protocol import (
     NATIONS,
     AlertKind,
@@ -313,14 +313,27 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
         "gospa_mean_m": float(np.mean(gospa_vals)) if gospa_vals else math.nan,
         **(metrics.siap(siap_alive, siap_assoc) if full else {}),
     }
+    if full and out.name.startswith("warnshare"):
+        _g, alive_c, assoc_c = gospa_series(out, reps, sim, owner, coasting=True)
+        res["completeness_coasting"] = metrics.siap(alive_c, assoc_c)["completeness"]
     res["rmse_ratio_vs_best_nation"] = res["position_rmse_m"] / best_nation if best_nation else math.nan
     return res
 
 
-def gospa_series(out: Output, reps: list, sim: Any, owner: dict) -> tuple[list[float], list, list]:
+def gospa_series(out: Output, reps: list, sim: Any, owner: dict, coasting: bool = False) -> tuple[list[float], list, list]:
     """GOSPA and SIAP at 1 s steps: truths in flight against the tracks each contender still
-    holds (updated within ``COAST_NS``, the engine's default lost time-out), extrapolated."""
+    holds (updated within ``COAST_NS``, the engine's default lost time-out), extrapolated at
+    constant velocity.
+
+    ``coasting``: the engine's own picture instead: an event is held until its IMPACT or
+    TRACK_LOST alert (an event whose predicted flight is under way coasts, silent, after its
+    feeds end), at its ballistic prediction from its last fused state."""
     truth = sim.truth
+    ended: dict[int, int] = {}
+    if coasting:
+        for _k, a in out.alerts:
+            if a.kind in (AlertKind.IMPACT, AlertKind.TRACK_LOST):
+                ended.setdefault(a.event_id, a.issued_ns)
     if not reps:
         return [], [], []
     tovs = np.array(out.tovs)
@@ -337,16 +350,20 @@ def gospa_series(out: Output, reps: list, sim: Any, owner: dict) -> tuple[list[f
                 latest[out.track_ids[k]] = (int(tovs[k]), out.states[k])
             j += 1
         alive = [m for m, tr in truth.items() if tr.launch_ns + 20 * NS <= t <= tr.impact_ns - 20 * NS]
-        tracks = {tid: s for tid, (tt, s) in latest.items() if t - tt <= COAST_NS}
+        if coasting:
+            tracks = {tid: np.array(dynamics.predict_state(s.tolist(), (t - tt) / NS))[:3]
+                      for tid, (tt, s) in latest.items() if t - tt <= COAST_NS or t < ended.get(tid, 1 << 62)}
+        else:
+            tracks = {tid: s[:3] + s[3:] * ((t - tt) / NS) for tid, (tt, s) in latest.items() if t - tt <= COAST_NS}
         if not alive and not tracks:
             continue
         tp = np.array([truth[m].state_at(t)[0][0] for m in alive]).reshape(-1, 3)
-        ep = np.array([s[:3] + s[3:] * ((t - latest[tid][0]) / NS) for tid, s in tracks.items()]).reshape(-1, 3)
+        ep = np.array(list(tracks.values())).reshape(-1, 3)
         vals.append(metrics.gospa(tp, ep, GOSPA_C_M)["gospa"])
         assoc = {}
-        for tid, s in tracks.items():
+        for tid, pos in tracks.items():
             m = owner.get(tid)
-            ok = m in alive and np.linalg.norm(truth[m].state_at(t)[0][0] - (s[:3] + s[3:] * ((t - latest[tid][0]) / NS))) < GOSPA_C_M
+            ok = m in alive and np.linalg.norm(truth[m].state_at(t)[0][0] - pos) < GOSPA_C_M
             assoc[tid] = m if ok else None
         alive_l.append(alive)
         assoc_l.append(assoc)
@@ -435,11 +452,13 @@ def run(args: argparse.Namespace) -> int:
                 rows[ss.name] = score(ss, reps, sim)
         life = lifecycle_scores(ours, reps, sim)
         all_impacts += life["impact_points"]
-        drop = {}
+        drop, drop_coast = {}, {}
         for n in NATIONS if not (quick and sname != "salvo8") else ():
             r2 = to_reports(sim, drop=n.value)
             o2 = run_engine(r2)
-            drop[n.value] = score(o2, r2, sim)["completeness"]
+            s2 = score(o2, r2, sim)
+            drop[n.value] = s2["completeness"]
+            drop_coast[n.value] = s2["completeness_coasting"]
         period = report_period_s(reps)
         sc_sum = {
             "rows": rows,
@@ -447,6 +466,7 @@ def run(args: argparse.Namespace) -> int:
             "first_alert_latency_s_max": max(life["first_alert_latency_s"], default=math.nan),
             "first_alert_latency_s_median": float(np.median(life["first_alert_latency_s"])) if life["first_alert_latency_s"] else math.nan,
             "completeness_without_nation": drop or {"not run": math.nan},
+            "completeness_coasting_without_nation": drop_coast or {"not run": math.nan},
         }
         summary["scenarios"][sname] = sc_sum
         print_table(sname, rows, sc_sum)
@@ -583,6 +603,9 @@ def must_show(s: dict) -> dict[str, Any]:
         out[f"{sname}.fused_rmse_ratio_vs_best_nation"] = w["rmse_ratio_vs_best_nation"]
         out[f"{sname}.completeness"] = w["completeness"]
         out[f"{sname}.completeness_min_one_nation_removed"] = min(sc["completeness_without_nation"].values())
+        out[f"{sname}.completeness_coasting"] = w.get("completeness_coasting", math.nan)
+        out[f"{sname}.completeness_coasting_min_one_nation_removed"] = min(
+            sc["completeness_coasting_without_nation"].values())
         out[f"{sname}.events"] = w["fused_tracks"]
         out[f"{sname}.missiles"] = w["missiles"]
         out[f"{sname}.first_alert_latency_s_max"] = sc["first_alert_latency_s_max"]
@@ -628,7 +651,8 @@ def print_table(name: str, rows: dict, sc: dict) -> None:
         print(f"{rname:24s}" + "".join(cells))
     print(f"first alert latency: median {sc['first_alert_latency_s_median']:.2f} s, max "
           f"{sc['first_alert_latency_s_max']:.2f} s (report period {sc['report_period_s']:.2f} s); "
-          f"completeness with one nation removed: {sc['completeness_without_nation']}")
+          f"completeness with one nation removed: {sc['completeness_without_nation']}; "
+          f"coasting on the engine's prediction: {sc['completeness_coasting_without_nation']}")
 
 
 def plot(curve: list, path: str) -> None:

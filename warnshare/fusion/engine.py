@@ -731,13 +731,16 @@ class FusionEngine:
         gp = event.impact
         if gp is None or event.boosting or event.x is None or gp.time_ns <= self._latest_tov_ns:
             return False
-        if self._near_ground(event):
-            # the feeds ended at the fall, not in a gap
-            return False
+        # A descending event whose feeds ended before its predicted fall (the last radar lost it
+        # low over the sea, a minute out) coasts too: IMPACT comes when the fall is due, not
+        # ``lost_timeout`` after the last report; feeds that end at the fall end the coast at once.
         wall_ns = event.last_received_ns - event.first_received_ns
         track_ns = event.tov_ns - event.first_tov_ns
         pace = max(1.0, track_ns / wall_ns) if wall_ns > 0 else 1.0
         remaining_ns = min(gp.time_ns - event.tov_ns, self._max_flight_ns)
+        if self._near_ground(event):
+            # nothing to re-acquire: the fall is due after the remaining flight
+            return idle_ns <= max(self.config.lost_timeout_ns, remaining_ns / pace)
         return idle_ns <= self.config.lost_timeout_ns + remaining_ns / pace
 
     def _near_ground(self, event: _Event) -> bool:
