@@ -258,13 +258,19 @@ def run_stonesoup(reps: list[tuple[int, str, TrackReport]], chernoff: bool) -> O
 # ------------------------------------------------------------------ scoring
 
 
-def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full: bool = True) -> dict[str, Any]:
-    truth = sim.truth
+def _labels(out: Output, reps: list) -> tuple[dict[int, list[str]], dict[int, str]]:
+    """Each fused track's truth labels (the missiles of the reports that updated it, in order)
+    and its owner (the majority label)."""
     labels: dict[int, list[str]] = defaultdict(list)
     for tid, (_t, mid, _r) in zip(out.track_ids, reps, strict=True):
         if tid is not None:
             labels[tid].append(mid)
-    owner = metrics.majority_labels(labels)
+    return labels, metrics.majority_labels(labels)
+
+
+def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full: bool = True) -> dict[str, Any]:
+    truth = sim.truth
+    labels, owner = _labels(out, reps)
     swaps = sum(1 for tid, labs in labels.items() if metrics.count_swaps(labs) > 0)
     # events whose LAUNCH_DETECTED a CORRECTION withdrew (merged duplicates) are not events
     withdrawn = {a.event_id for _k, a in out.alerts
@@ -373,11 +379,7 @@ def gospa_series(out: Output, reps: list, sim: Any, owner: dict, coasting: bool 
 def lifecycle_scores(out: Output, reps: list, sim: Any) -> dict[str, Any]:
     """Time to first alert, impact error against time since launch, ellipse coverage."""
     truth = sim.truth
-    labels: dict[int, list[str]] = defaultdict(list)
-    for tid, (_t, mid, _r) in zip(out.track_ids, reps, strict=True):
-        if tid is not None:
-            labels[tid].append(mid)
-    owner = metrics.majority_labels(labels)
+    labels, owner = _labels(out, reps)
     first_report: dict[str, int] = {}
     for t, mid, _r in reps:
         first_report.setdefault(mid, t)
