@@ -9,16 +9,21 @@ engine may reuse a weight found a moment ago: a stale weight costs optimality, n
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
 try:  # the gufunc behind np.linalg.inv, without the ~4 us its error-state context costs per call
     from numpy.linalg import _umath_linalg as _ul
 
+    _sum = np.add.reduce
+
     def inv(a: NDArray) -> NDArray:
         """Inverse of a (stack of) matrices; LinAlgError if singular."""
         out = _ul.inv(a, signature="d->d")
-        if not np.isfinite(out).all():
+        # a singular matrix comes back as NaNs: one reduction finds them
+        if not math.isfinite(_sum(out, axis=None)):
             raise np.linalg.LinAlgError("singular matrix")
         return out
 except ImportError:  # pragma: no cover - other numpy layouts
@@ -86,9 +91,9 @@ def fuse(xs: NDArray, covs: NDArray, weights: NDArray | None = None) -> tuple[ND
         weights = optimal_weights(infos)
     if m == 1:
         return xs[0], covs[0], weights
-    wi = infos * weights[:, None, None]
-    p = inv(wi.sum(axis=0))
-    x = p @ (wi @ xs[:, :, None]).sum(axis=0)[:, 0]
+    # weighted sums over the stack as (m,) @ (m, k) products: one call each
+    p = inv((weights @ infos.reshape(m, 36)).reshape(6, 6))
+    x = p @ (weights @ (infos @ xs.reshape(m, 6, 1)).reshape(m, 6))
     return x, p, weights
 
 

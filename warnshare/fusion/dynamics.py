@@ -17,6 +17,7 @@ from warnshare.geo import WGS84_A, WGS84_E2, WGS84_GM, WGS84_J2, WGS84_OMEGA
 
 _W = WGS84_OMEGA
 _W2 = WGS84_OMEGA * WGS84_OMEGA
+_2W = 2.0 * WGS84_OMEGA
 _J2A2 = 1.5 * WGS84_J2 * WGS84_A * WGS84_A
 _B = WGS84_A * math.sqrt(1.0 - WGS84_E2)
 _EP2 = WGS84_E2 / (1.0 - WGS84_E2)
@@ -55,15 +56,34 @@ def predict_state(s: list[float], dt: float) -> list[float]:
 
 
 def _midpoint(s: list[float], dt: float) -> list[float]:
+    # ``acceleration`` written out twice (same arithmetic): the calls and tuples cost as much
+    # as the sums on this per-report path
     x, y, z, vx, vy, vz = s
-    ax, ay, az = acceleration(x, y, z, vx, vy)
+    r2 = x * x + y * y + z * z
+    k = -WGS84_GM / (r2 * math.sqrt(r2))
+    f = _J2A2 / r2
+    zr2 = 5.0 * z * z / r2
+    g = k * (1.0 + f * (1.0 - zr2))
+    ax = g * x + _2W * vy + _W2 * x
+    ay = g * y - _2W * vx + _W2 * y
+    az = k * z * (1.0 + f * (3.0 - zr2))
     h = 0.5 * dt
-    mx, my, mz = x + vx * h + 0.5 * ax * h * h, y + vy * h + 0.5 * ay * h * h, z + vz * h + 0.5 * az * h * h
-    bx, by, bz = acceleration(mx, my, mz, vx + ax * h, vy + ay * h)
+    hh = 0.5 * h * h
+    mx, my, mz = x + vx * h + ax * hh, y + vy * h + ay * hh, z + vz * h + az * hh
+    mvx, mvy = vx + ax * h, vy + ay * h
+    r2 = mx * mx + my * my + mz * mz
+    k = -WGS84_GM / (r2 * math.sqrt(r2))
+    f = _J2A2 / r2
+    zr2 = 5.0 * mz * mz / r2
+    g = k * (1.0 + f * (1.0 - zr2))
+    bx = g * mx + _2W * mvy + _W2 * mx
+    by = g * my - _2W * mvx + _W2 * my
+    bz = k * mz * (1.0 + f * (3.0 - zr2))
+    dd = 0.5 * dt * dt
     return [
-        x + vx * dt + 0.5 * bx * dt * dt,
-        y + vy * dt + 0.5 * by * dt * dt,
-        z + vz * dt + 0.5 * bz * dt * dt,
+        x + vx * dt + bx * dd,
+        y + vy * dt + by * dd,
+        z + vz * dt + bz * dd,
         vx + bx * dt,
         vy + by * dt,
         vz + bz * dt,
@@ -123,6 +143,60 @@ _Q_BASIS = np.stack(
         np.kron(np.array([[0.0, 0.0], [0.0, 1.0]]), np.eye(3)),
     ]
 ).reshape(3, 36)
+
+
+# ------------------------------------------------------------------ per-track covariance basis
+#
+# The predicted covariance of one track is a fixed combination of six matrices with scalar
+# coefficients in dt: P(dt) = P + dt (N P + P N') + dt^2 N P N' + q (|dt|^3/3 Qpp
+# + dt |dt|/2 Qpv + |dt| Qvv). The six matrices depend only on the report (its covariance and
+# its acceleration noise), so they are built once per report (one matmul with a constant map)
+# and every later prediction of that track, to whatever time, is one small matmul.
+
+_IU = np.triu_indices(6)
+
+
+def _cov_terms(p: NDArray, q: float) -> NDArray:
+    """The six (6, 6) matrices whose dt-weighted sum is the predicted covariance."""
+    t = np.zeros((6, 6, 6))
+    t[0] = p
+    t[1, :3, :] += p[3:, :]
+    t[1, :, :3] += p[:, 3:]
+    t[2, :3, :3] = p[3:, 3:]
+    t[3:] = q * _Q_BASIS.reshape(3, 6, 6)
+    return t
+
+
+def _basis_map() -> NDArray:
+    """Constant (22, 216) linear map from (upper triangle of P, q) to the six terms."""
+    rows = []
+    for k in range(21):
+        p = np.zeros((6, 6))
+        p[_IU[0][k], _IU[1][k]] = p[_IU[1][k], _IU[0][k]] = 1.0
+        rows.append(_cov_terms(p, 0.0).ravel())
+    rows.append(_cov_terms(np.zeros((6, 6)), 1.0).ravel())
+    return np.array(rows)
+
+
+_BASIS_MAP = _basis_map()
+
+
+def covariance_basis(upper: list[float], q_accel: float) -> NDArray:
+    """(6, 36) prediction basis of a track from its covariance's upper triangle (row-major, 21
+    numbers) and its acceleration noise; row 0 is the covariance itself, flattened."""
+    return (np.array([*upper, q_accel]) @ _BASIS_MAP).reshape(6, 36)
+
+
+def basis_coefficients(dt: float) -> tuple[float, float, float, float, float, float]:
+    """The six coefficients of ``covariance_basis`` for a prediction by ``dt`` seconds."""
+    a = abs(dt)
+    return (1.0, dt, dt * dt, a * a * a / 3.0, 0.5 * dt * a, a)
+
+
+def predict_from_bases(bases: NDArray, coefs: NDArray) -> NDArray:
+    """Covariances (m, 6, 6) from bases (m, 6, 36) and coefficients (m, 6): one matmul."""
+    m = len(coefs)
+    return (coefs.reshape(m, 1, 6) @ bases).reshape(m, 6, 6)
 
 
 # ------------------------------------------------------------------ batched propagation

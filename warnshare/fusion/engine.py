@@ -42,11 +42,12 @@ from warnshare.protocol import (
 
 _NS = 1_000_000_000
 _IU = np.triu_indices(6)
-# index of each full-matrix cell in the 21-number upper triangle
-_FULL_FROM_UPPER = np.array(
-    [[_k for _k, (_i, _j) in enumerate(zip(*_IU, strict=True)) if (_i, _j) == (min(r, c), max(r, c))][0]
-     for r in range(6) for c in range(6)]
-)
+#: flat indices of the upper triangle, row by row (the wire's covariance order)
+_IU_FLAT = np.ravel_multi_index(_IU, (6, 6))
+#: basis coefficients of a member valid at the fused time (``dynamics.basis_coefficients(0)``)
+_NO_PREDICTION = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+#: the latest phase any live member reports wins
+_PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
 _set = object.__setattr__
 
 
@@ -135,6 +136,9 @@ class _Member:
     x: list[float]
     p: NDArray
     tov_ns: int
+    #: (6, 36) covariance prediction basis of this report (``dynamics.covariance_basis``);
+    #: ``p`` is a view of its first row.
+    basis: NDArray
     received_ns: int
     releasable: tuple[Nation, ...]
     quality: int
@@ -249,16 +253,18 @@ class FusionEngine:
                 del self._members[key]
             return out
         x = [*report.position_ecef_m, *report.velocity_ecef_mps]
-        p = np.asarray(report.covariance, dtype=float)[_FULL_FROM_UPPER].reshape(6, 6)
+        basis = dynamics.covariance_basis(report.covariance, self._q(report.boosting, x))
+        p = basis[0].reshape(6, 6)
         if member is None:
             member = _Member(
-                report.nation, report.track_number, 0, x, p, tov, received_ns,
+                report.nation, report.track_number, 0, x, p, tov, basis, received_ns,
                 tuple(report.releasable_to), report.track_quality, report.boosting,
                 report.flight_phase, report.launch_estimate, report.data_mode,
             )
             self._members[key] = member
         else:
             member.x, member.p, member.tov_ns, member.received_ns = x, p, tov, received_ns
+            member.basis = basis
             member.releasable = tuple(report.releasable_to)
             member.quality, member.boosting, member.phase = report.track_quality, report.boosting, report.flight_phase
             if report.launch_estimate is not None:
@@ -598,35 +604,70 @@ class FusionEngine:
         if len(members) == 1 and members[0].tov_ns == t_ns:
             m = members[0]
             return np.array([m.x]), m.p[None]
-        dts = [(t_ns - m.tov_ns) / _NS for m in members]
-        xs = np.array([dynamics.predict_state(m.x, dt) if dt else m.x for m, dt in zip(members, dts, strict=True)])
-        ps = np.array([m.p for m in members])
-        if any(dts):
-            ps = dynamics.predict_covariances(ps, dts, [self._q(m.boosting, m.x) for m in members])
-        return xs, ps
+        coefs, xs = [], []
+        for m in members:
+            dt = (t_ns - m.tov_ns) / _NS
+            coefs.append(dynamics.basis_coefficients(dt))
+            xs.append(dynamics.predict_state(m.x, dt) if dt else m.x)
+        ps = dynamics.predict_from_bases(np.array([m.basis for m in members]), np.array(coefs))
+        return np.array(xs), ps
 
     def _update_event(self, event: _Event, t_ns: int, hops: tuple, received_ns: int) -> None:
-        """Fuse the event's live members at time ``t_ns`` (the newest report's time of validity)."""
-        members = list(event.members.values())
-        t_ns = max(t_ns, max((m.tov_ns for m in members), default=t_ns))
-        live = [m for m in members if t_ns - m.tov_ns <= self._stale_ns] or members
-        xs, ps = self._predicted(live, t_ns)
-        if len(live) == 1:
-            x, p = xs[0], ps[0]
-        elif self.config.fusion_rule == "independent":
-            x, p = ci.fuse_independent(xs, ps)
+        """Fuse the event's live members at time ``t_ns`` (the newest report's time of validity).
+
+        The per-report hot path: one pass over the members in Python (state prediction and
+        the bookkeeping), then a fixed handful of numpy calls whatever the number of members
+        (covariance prediction from each member's basis, CI)."""
+        members = event.members.values()
+        for m in members:
+            if m.tov_ns > t_ns:
+                t_ns = m.tov_ns
+        oldest = t_ns - self._stale_ns
+        live = [m for m in members if m.tov_ns >= oldest] or list(members)
+        n = len(live)
+        coefs: list[float] = []
+        states: list[float] = []
+        keys, rel_key = [], []
+        quality, boosting, rank, phase = 0, False, -1, FlightPhase.UNKNOWN
+        for m in live:
+            d = t_ns - m.tov_ns
+            if d:
+                dt = d / _NS
+                coefs += dynamics.basis_coefficients(dt)
+                states += dynamics.predict_state(m.x, dt)
+            else:
+                coefs += _NO_PREDICTION
+                states += m.x
+            keys.append((m.nation, m.track_number))
+            rel_key.append((m.nation, m.releasable))
+            if m.quality > quality:
+                quality = m.quality
+            boosting = boosting or m.boosting
+            r = _PHASE_RANK.get(m.phase, -1)
+            if r > rank:
+                rank, phase = r, m.phase
+        if n == 1 and live[0].tov_ns == t_ns:
+            x, p = np.array(states), live[0].p
         else:
-            key = tuple((m.nation, m.track_number) for m in live)
-            cached = event.weights.get(key)
-            reuse = cached is not None and t_ns - cached[1] < self._reweight_ns
-            x, p, w = ci.fuse(xs, ps, cached[0] if reuse else None)
-            if not reuse:
-                event.weights[key] = (w, t_ns)
+            k = 6 * n
+            flat = np.array(coefs + states)
+            ps = (flat[:k].reshape(n, 1, 6) @ np.array([m.basis for m in live])).reshape(n, 6, 6)
+            xs = flat[k:].reshape(n, 6)
+            if n == 1:
+                x, p = xs[0], ps[0]
+            elif self.config.fusion_rule == "independent":
+                x, p = ci.fuse_independent(xs, ps)
+            else:
+                key = tuple(keys)
+                cached = event.weights.get(key)
+                reuse = cached is not None and t_ns - cached[1] < self._reweight_ns
+                x, p, w = ci.fuse(xs, ps, cached[0] if reuse else None)
+                if not reuse:
+                    event.weights[key] = (w, t_ns)
         event.x, event.p, event.tov_ns = x, p, t_ns
         event.last_received_ns = received_ns
         event.last_hops = hops
         # nations and releasability change rarely: recompute only when their inputs do
-        rel_key = tuple((m.nation, m.releasable) for m in live)
         if rel_key != event.rel_key:
             event.rel_key = rel_key
             nations = {m.nation for m in live}
@@ -636,26 +677,34 @@ class FusionEngine:
             for m in live:
                 rel &= set(m.releasable)
             event.releasable = [n for n in NATIONS if n in rel]
-        event.quality = max(m.quality for m in live)
-        event.boosting = any(m.boosting for m in live)
-        lat, lon, alt = dynamics.geodetic(float(x[0]), float(x[1]), float(x[2]))
-        event.max_alt_m = max(event.max_alt_m, alt)
-        if alt > _EXO_ALT_M and not event.boosting:
-            event.orbit_apogee_m = dynamics.kepler_apogee_alt(x, lat)
-        phase = _fused_phase(live, x, lat, lon, alt, event.boosting)
+        event.quality = quality
+        event.boosting = boosting
+        xl = x.tolist()
+        px, py, pz, vx, vy, vz = xl
+        lat, lon, alt = dynamics.geodetic(px, py, pz)
+        if alt > event.max_alt_m:
+            event.max_alt_m = alt
+        if alt > _EXO_ALT_M and not boosting:
+            event.orbit_apogee_m = dynamics.kepler_apogee_alt(xl, lat)
+        if boosting:
+            phase = FlightPhase.BOOST
+        elif rank < 0:
+            # no member says: descending below 100 km is the terminal phase
+            up = px * vx + py * vy + pz * vz
+            phase = FlightPhase.TERMINAL if up < 0.0 and alt < 100_000.0 else FlightPhase.MIDCOURSE
         event.phase = phase
         event.state = _construct(
             FusedState,
             time_of_validity_ns=t_ns,
-            position_ecef_m=[float(x[0]), float(x[1]), float(x[2])],
-            velocity_ecef_mps=[float(x[3]), float(x[4]), float(x[5])],
-            covariance=p[_IU].tolist(),
+            position_ecef_m=xl[:3],
+            velocity_ecef_mps=xl[3:],
+            covariance=p.take(_IU_FLAT).tolist(),
             lat_deg=lat,
             lon_deg=lon,
             alt_m=alt,
-            speed_mps=math.sqrt(float(x[3]) ** 2 + float(x[4]) ** 2 + float(x[5]) ** 2),
+            speed_mps=math.sqrt(vx**2 + vy**2 + vz**2),
             flight_phase=phase,
-            track_quality=event.quality,
+            track_quality=quality,
         )
 
     def _estimate_launch(self, event: _Event) -> None:
@@ -905,17 +954,6 @@ def _ground(t: int, lat: float, lon: float, a: float, b: float, orient: float, t
         time_ns=t, lat_deg=lat, lon_deg=lon, semi_major_m=a, semi_minor_m=b,
         orientation_deg=orient, time_sigma_s=tsig,
     )
-
-
-def _fused_phase(live: list[_Member], x: NDArray, lat: float, lon: float, alt: float, boosting: bool) -> FlightPhase:
-    if boosting:
-        return FlightPhase.BOOST
-    phases = [m.phase for m in live if m.phase != FlightPhase.UNKNOWN]
-    if phases:
-        order = (FlightPhase.BOOST, FlightPhase.MIDCOURSE, FlightPhase.TERMINAL)
-        return max(phases, key=order.index)
-    up = float(x[0]) * float(x[3]) + float(x[1]) * float(x[4]) + float(x[2]) * float(x[5])
-    return FlightPhase.TERMINAL if up < 0.0 and alt < 100_000.0 else FlightPhase.MIDCOURSE
 
 
 @lru_cache(maxsize=4096)
