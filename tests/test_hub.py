@@ -187,3 +187,174 @@ async def test_the_frame_budget_coalesces_alerts_under_load_and_loses_none() -> 
     for s, task in subs:
         hub.detach(s)
         await task
+
+
+# ------------------------------------------------------------------ direct (broadcast) writes
+
+
+class FakeDirect:
+    """Stands in for wire.DirectWriter: records written frames; ``full`` plays a transport over
+    its high-water mark."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.full = False
+        self.open = True
+
+    def ready(self) -> bool:
+        return self.open and not self.full
+
+    def usable(self) -> bool:
+        return self.open
+
+    def write(self, frame: bytes) -> None:
+        self.written.append(frame)
+
+
+def ws_payloads(frames: list[bytes]) -> list[bytes | str]:
+    """Parse unmasked server frames back with the websockets library's own parser."""
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    reader = StreamReader()
+    for f in frames:
+        reader.feed_data(f)
+    out: list[bytes | str] = []
+    for _ in frames:
+        parser = Frame.parse(reader.read_exact, mask=False)
+        try:
+            next(parser)
+        except StopIteration as done:
+            frame = done.value
+        out.append(frame.data.decode() if frame.opcode == Opcode.TEXT else bytes(frame.data))
+    return out
+
+
+def test_frame_bytes_is_what_the_websockets_library_parses() -> None:
+    from websockets.frames import Frame, Opcode
+
+    from warnshare.relay.wire import frame_bytes
+
+    for n in (0, 1, 125, 126, 127, 65535, 65536, 70000):
+        payload = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+        assert frame_bytes(payload) == Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
+        text = "é" * (n // 2)
+        assert frame_bytes(text) == Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+    assert ws_payloads([frame_bytes(b"abc"), frame_bytes("xyz")]) == [b"abc", "xyz"]
+
+
+def direct_subscriber(fmt: str, direct: FakeDirect, queued: list, nation=None) -> Subscriber:
+    sub = collecting_subscriber(fmt, queued)
+    sub.direct = direct
+    sub.nation = nation
+    return sub
+
+
+async def test_one_broadcast_per_loop_turn_builds_each_frame_once_for_all_direct_subscribers() -> None:
+    hub = Hub(frames_per_s=1e12)
+    directs = [FakeDirect() for _ in range(5)]
+    queued: list = []
+    subs = [direct_subscriber("msgpack", d, queued) for d in directs]
+    for s in subs:
+        hub.attach(s, [])
+    for i in range(1, 4):  # three publishes in one turn of the loop: one frame
+        hub.publish([make_alert(i)])
+    assert all(not d.written for d in directs)  # nothing before the end of the turn
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    for d in directs:
+        assert len(d.written) == 1
+        assert d.written[0] is directs[0].written[0]  # the same bytes object: built once
+    assert [a.alert_id for p in ws_payloads(directs[0].written)
+            for a in decode_relay_to_subscriber(p).alerts] == [1, 2, 3]
+    assert not queued and hub.broadcasts == 1
+
+
+async def test_a_subscriber_whose_transport_is_full_is_queued_and_rejoins_in_order() -> None:
+    hub = Hub(frames_per_s=1e12)
+    fast, slow = FakeDirect(), FakeDirect()
+    fast_sub = direct_subscriber("msgpack", fast, [])
+    slow_frames: list = []
+    slow_sub = direct_subscriber("msgpack", slow, slow_frames)
+    gate = asyncio.Event()
+
+    async def send(frame) -> None:  # the ASGI path: waits until the transport drains
+        await gate.wait()
+        slow_frames.append(frame)
+
+    slow_sub.send = send
+    for s in (fast_sub, slow_sub):
+        hub.attach(s, [])
+    writer = asyncio.create_task(slow_sub.run_writer())
+    slow.full = True
+    hub.publish([make_alert(1)])
+    await asyncio.sleep(0.01)
+    assert len(fast.written) == 1 and not slow.written
+    assert list(a.alert_id for a in slow_sub.queue) == [] and slow_sub.sending  # in its writer
+    slow.full = False
+    hub.publish([make_alert(2)])  # must not overtake alert 1, still in the writer's hands
+    await asyncio.sleep(0.01)
+    assert not slow.written and [a.alert_id for a in slow_sub.queue] == [2]
+    gate.set()
+    await asyncio.sleep(0.01)
+    hub.publish([make_alert(3)])  # caught up: back on the broadcast
+    await asyncio.sleep(0.01)
+    got = [a.alert_id for f in slow_frames for a in decode_relay_to_subscriber(f).alerts]
+    got += [a.alert_id for p in ws_payloads(slow.written) for a in decode_relay_to_subscriber(p).alerts]
+    assert got == [1, 2, 3]
+    assert len(slow.written) == 1
+    assert [a.alert_id for p in ws_payloads(fast.written) for a in decode_relay_to_subscriber(p).alerts] == [1, 2, 3]
+    hub.detach(slow_sub)
+    hub.detach(fast_sub)
+    await asyncio.wait_for(writer, 1)
+
+
+async def test_a_late_joiner_gets_alerts_awaiting_the_broadcast_once() -> None:
+    hub = Hub(frames_per_s=1e12)
+    first = FakeDirect()
+    hub.attach(direct_subscriber("msgpack", first, []), [])
+    hub.publish([make_alert(1, kind=AlertKind.LAUNCH_DETECTED)])
+    late, late_queue = FakeDirect(), []
+    late_sub = direct_subscriber("msgpack", late, late_queue)
+    hub.attach(late_sub, hub.snapshot())  # alert 1 is in the snapshot and still pending
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [a.alert_id for a in late_sub.queue] == [1]  # once, as its backlog
+    assert not late.written
+    assert len(first.written) == 1
+
+
+async def test_direct_frames_are_filtered_per_nation_and_format() -> None:
+    hub = Hub(frames_per_s=1e12)
+    kor, usa_js = FakeDirect(), FakeDirect()
+    hub.attach(direct_subscriber("msgpack", kor, [], nation=Nation.KOR), [])
+    hub.attach(direct_subscriber("json", usa_js, [], nation=Nation.USA), [])
+    usa_only = make_alert(2)
+    usa_only.releasable_to = [Nation.USA]
+    hub.publish([make_alert(1), usa_only])
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    (k,) = ws_payloads(kor.written)
+    (u,) = ws_payloads(usa_js.written)
+    assert isinstance(k, bytes) and isinstance(u, str)
+    assert [a.alert_id for a in decode_relay_to_subscriber(k).alerts] == [1]
+    assert [a.alert_id for a in decode_relay_to_subscriber(u).alerts] == [1, 2]
+
+
+async def test_the_frame_budget_spaces_broadcasts_and_loses_nothing() -> None:
+    import time
+
+    hub = Hub(frames_per_s=1000.0)  # 10 direct subscribers: one broadcast every 10 ms at most
+    directs = [FakeDirect() for _ in range(10)]
+    for d in directs:
+        hub.attach(direct_subscriber("msgpack", d, []), [])
+    t0 = time.monotonic()
+    for i in range(1, 101):  # 100 alerts over ~0.1 s
+        hub.publish([make_alert(i)])
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    for d in directs:
+        got = [a.alert_id for p in ws_payloads(d.written) for a in decode_relay_to_subscriber(p).alerts]
+        assert got == list(range(1, 101))
+        assert len(d.written) <= elapsed / 0.010 + 1  # the budget, not one frame per alert

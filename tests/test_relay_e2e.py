@@ -349,3 +349,30 @@ async def test_a_connection_that_never_says_hello_is_closed() -> None:
             assert info.value.rcvd.code == CloseCode.HELLO_REQUIRED
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("direct_writes", [True, False])
+async def test_alerts_are_the_same_with_and_without_direct_writes(direct_writes: bool) -> None:
+    """Frames written straight to the transports (the default under uvicorn's websockets-sansio)
+    carry exactly what the ASGI path carries; the relay really takes the direct path."""
+    from tests.conftest import start_relay
+    from warnshare.relay.app import RelayConfig
+
+    running = start_relay(RelayConfig(direct_writes=direct_writes))
+    try:
+        mp, js = Listener(running.ws_url, "msgpack"), Listener(running.ws_url, "json")
+        await mp.start()
+        await js.start()
+        pubs = await publish_missile(running.ws_url)
+        last = running.relay.hub.last_alert_id
+        await mp.wait_for(lambda a: len(a) >= last)
+        await js.wait_for(lambda a: len(a) >= last)
+        await stop_publishers(pubs)
+        await mp.stop()
+        await js.stop()
+        assert [a.alert_id for a in mp.alerts] == list(range(1, last + 1))
+        assert mp.alerts == js.alerts
+        hub = running.relay.hub
+        assert (hub.direct_frames > 0) == direct_writes
+    finally:
+        running.stop()

@@ -56,11 +56,39 @@ def serve_asgi(app: object, sock: socket.socket) -> None:
     server.run(sockets=[sock])
 
 
-def make_relay_app() -> object:
-    """The relay's ASGI app with its default configuration."""
-    from warnshare.relay.app import RelayConfig, create_app
+#: ``key=value,...`` of RelayConfig fields the benchmark's relay is started with (experiments:
+#: ``frames_per_s=20000``, ``direct_writes=0``); unset, the relay runs with its defaults.
+RELAY_CONFIG_ENV = "WARNSHARE_BENCH_RELAY_CONFIG"
 
-    return create_app(RelayConfig())
+
+def relay_config(text: str = "") -> object:
+    """The relay's default RelayConfig with ``key=value,...`` fields changed (``fusion.key`` for
+    the engine's FusionConfig), each value converted to the field's type."""
+    import dataclasses
+
+    from warnshare.relay.app import RelayConfig
+
+    config = RelayConfig()
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = (p.strip() for p in item.partition("="))
+        owner_name, _, name = key.rpartition(".")
+        if owner_name not in ("", "fusion"):
+            raise ValueError(f"{item!r}: only RelayConfig fields and fusion.<FusionConfig field>")
+        owner = config.fusion if owner_name else config
+        kind = type(getattr(owner, name, None))
+        if not sep or kind not in (int, float, bool):
+            raise ValueError(f"{item!r}: expected key=value with a numeric or boolean field")
+        v = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(float(value))
+        owner = dataclasses.replace(owner, **{name: v})
+        config = dataclasses.replace(config, fusion=owner) if owner_name else owner
+    return config
+
+
+def make_relay_app() -> object:
+    """The relay's ASGI app: its default configuration, or that with ``RELAY_CONFIG_ENV``'s fields."""
+    from warnshare.relay.app import create_app
+
+    return create_app(relay_config(os.environ.get(RELAY_CONFIG_ENV, "")))
 
 
 def serve_tcp(sock: socket.socket) -> None:

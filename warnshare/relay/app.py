@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +56,7 @@ from warnshare.relay.hub import EncodedAlert, Hub, Subscriber
 from warnshare.relay.ingest import NodeLink, NodeRegistry, accept_batch
 from warnshare.relay.journal import Journal
 from warnshare.relay.limits import TokenBucket
+from warnshare.relay.wire import DirectWriter, ServerSend, frame_bytes
 
 log = logging.getLogger("warnshare.relay")
 
@@ -70,8 +72,12 @@ class RelayConfig:
     subscriber_max_frame_alerts: int = 500
     subscriber_close_timeout_s: float = 2.0
     ring_size: int = 50_000
-    #: Frames a second to all subscribers together: past it, alerts coalesce into larger frames.
+    #: Frames a second to all queued subscribers together (those behind, or on a server stack
+    #: without direct writes): past it, their alerts coalesce into larger frames.
     frames_per_s: float = 10_000.0
+    #: Write frames straight to the subscribers' transports when uvicorn's websockets-sansio
+    #: serves them (one frame built once for all); False: every frame through ASGI.
+    direct_writes: bool = True
     #: SQLite journal (None: nothing survives a restart).
     journal_path: str | None = None
     #: Trust store (trust.json): when set, nodes must sign and subscribers need a token.
@@ -86,6 +92,16 @@ class RelayConfig:
     hello_timeout_s: float = 5.0
     #: Distinct node ids the relay keeps state for (an open relay must not grow without bound).
     max_node_ids: int = 1_000
+    #: Keep the garbage collector from stalling the event loop: what exists at start-up is moved
+    #: out of its way (``gc.freeze``), and full (generation 2) collections, which walk the whole
+    #: heap (tens of ms with the engine's state and the alert ring), run only from the ticker:
+    #: after ``gc_full_idle_s`` without a report, and at the latest every ``gc_full_max_s``
+    #: (young collections, where cyclic garbage mostly dies, run as usual). False: Python's own.
+    gc_control: bool = True
+    #: ... when no report came for this long, and the last one is at least ``gc_full_min_s`` old
+    gc_full_idle_s: float = 1.0
+    gc_full_min_s: float = 60.0
+    gc_full_max_s: float = 600.0
 
     def scaled(self, time_scale: float) -> RelayConfig:
         """The same config with the fusion's wall-clock time-outs divided by ``time_scale``."""
@@ -150,6 +166,13 @@ class RelayMetrics:
             "Replayed alerts that differ from the journal",
             registry=r,
         )
+        self.gc_seconds = Histogram(
+            "warnshare_gc_pause_seconds",
+            "Garbage collections (each stops the event loop), by generation",
+            ["generation"],
+            buckets=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
+            registry=r,
+        )
         self.ingest_seconds = Histogram(
             "warnshare_batch_processing_seconds",
             "Receipt of a report batch to its alerts handed to the hub",
@@ -175,6 +198,7 @@ class Relay:
         self.replay_guards: dict[str, ReplayGuard] = {}
         self.connections = 0
         self.started_ns = time.time_ns()
+        self.last_ingest_s = self.last_full_gc_s = time.monotonic()
         if self.journal:
             self._replay_journal()
 
@@ -186,6 +210,7 @@ class Relay:
         """Accept, journal, fuse and fan out one batch; the returned ack is safe to send."""
         offset, rtt = link.clock.offset_ns, link.clock.rtt_ns
         accepted = accept_batch(link, batch, offset)
+        self.last_ingest_s = time.monotonic()
         encoded: list[EncodedAlert] = []
         if accepted.reports:
             alerts = self._fuse(
@@ -260,6 +285,17 @@ class Relay:
             self.journal.record_tick(now, fused_ns, encoded)
         self.hub.fan_out(encoded)
 
+    def maybe_collect_garbage(self, now_s: float) -> bool:
+        """A full garbage collection when the relay is idle or the last one is long ago."""
+        c = self.config
+        since_full = now_s - self.last_full_gc_s
+        idle = now_s - self.last_ingest_s >= c.gc_full_idle_s
+        if not ((idle and since_full >= c.gc_full_min_s) or since_full >= c.gc_full_max_s):
+            return False
+        gc.collect()
+        self.last_full_gc_s = now_s
+        return True
+
     # -- restart ------------------------------------------------------------------------
 
     def _replay_journal(self) -> None:
@@ -321,14 +357,28 @@ class Relay:
 
 
 class _Conn:
-    """Serialises sends on one WebSocket (the reader and a background task both send)."""
+    """Serialises sends on one WebSocket (the reader and a background task both send).
+
+    A frame goes straight to the transport (``wire.DirectWriter``) when the connection allows it,
+    its transport is not over its high-water mark and no ASGI send is waiting (which keeps the
+    frames in order); otherwise through ASGI, which waits for the transport to drain."""
 
     def __init__(self, ws: WebSocket, fmt: str = "msgpack") -> None:
         self.ws = ws
         self.fmt = fmt
         self.lock = asyncio.Lock()
+        self.direct: DirectWriter | None = None
+
+    def enable_direct(self) -> DirectWriter | None:
+        """After the handshake: use direct writes if this connection's server stack allows them."""
+        self.direct = DirectWriter.of(self.ws)
+        return self.direct
 
     async def send_raw(self, frame: bytes | str) -> None:
+        direct = self.direct
+        if direct is not None and not self.lock.locked() and direct.ready():
+            direct.write(frame_bytes(frame))
+            return
         async with self.lock:
             if isinstance(frame, bytes):
                 await self.ws.send_bytes(frame)
@@ -369,11 +419,34 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
             while True:
                 await asyncio.sleep(relay.config.tick_interval_s)
                 relay.tick()
+                if relay.config.gc_control:
+                    relay.maybe_collect_garbage(time.monotonic())
 
         task = asyncio.create_task(ticker())
+        thresholds = gc.get_threshold()
+        if relay.config.gc_control:
+            # Everything loaded so far (modules, the app, a replayed journal) lives as long as
+            # the process: out of the collector's way, a full collection walks only what the
+            # relay allocated since.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
+        gc_started = [0.0]
+        gc_histograms = [relay.metrics.gc_seconds.labels(str(g)) for g in range(3)]
+
+        def gc_watch(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                gc_histograms[info["generation"]].observe(time.perf_counter() - gc_started[0])
+
+        gc.callbacks.append(gc_watch)
         try:
             yield
         finally:
+            gc.callbacks.remove(gc_watch)
+            if relay.config.gc_control:
+                gc.set_threshold(*thresholds)
             task.cancel()
             if relay.journal:
                 relay.journal.close()
@@ -389,6 +462,7 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.relay = relay
+    app.add_middleware(ServerSend)
 
     @app.get("/healthz", summary="Liveness and a few counters")
     async def healthz() -> dict[str, Any]:
@@ -453,6 +527,8 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
     async def ingest(ws: WebSocket) -> None:
         await ws.accept()
         conn = _Conn(ws)
+        if relay.config.direct_writes:
+            conn.enable_direct()
         async with admitted(ws, conn) as ok:
             if ok:
                 await _node_session(relay, ws, conn)
@@ -467,6 +543,8 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
     ) -> None:
         await ws.accept()
         conn = _Conn(ws, format if format in ("msgpack", "json") else "json")
+        if relay.config.direct_writes:
+            conn.enable_direct()
         async with admitted(ws, conn) as ok:
             if ok:
                 await _subscriber_session(relay, ws, conn, format, since, token)
@@ -667,6 +745,7 @@ async def _subscriber_session(
         max_frame_alerts=relay.config.subscriber_max_frame_alerts,
         clock=time.time_ns,
         min_gap_ns=relay.hub.min_gap_ns,
+        direct=conn.direct,
     )
     relay.hub.attach(sub, backlog)
     relay.metrics.subscribers.inc()

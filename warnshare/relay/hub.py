@@ -1,10 +1,14 @@
-"""Alert fan-out: encode each alert once, one writer task per subscriber, bounded queues.
+"""Alert fan-out: encode each alert once, one frame for all caught-up subscribers, bounded queues.
 
-The publisher never awaits a subscriber: ``publish`` appends the already-encoded alert to each
-subscriber's queue and wakes its writer, which coalesces everything pending into one frame.
-A subscriber that falls behind first has its pending TRACK_UPDATEs conflated (the newest per
-event kept); one that cannot keep up even with the critical alerts is closed with
-SLOW_CONSUMER and may resume with ``since=``.
+The publisher never awaits a subscriber. Alerts published during one turn of the event loop
+are sent at the end of it as one broadcast: each frame is built once (``wire.frame_bytes``) and
+written straight to the transport of every subscriber that is caught up and whose transport is
+not over its high-water mark, as a raw fan-out would. A subscriber that is behind, or that the
+direct path cannot reach (another server stack, tests), gets the alerts in its own bounded
+queue instead, drained by its writer task, which coalesces everything pending into one frame;
+it rejoins the broadcast once its queue is empty. A queued subscriber first has its pending
+TRACK_UPDATEs conflated (the newest per event kept); one that cannot keep up even with the
+critical alerts is closed with SLOW_CONSUMER and may resume with ``since=``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from warnshare.protocol import Alert, AlertKind, Nation
+from warnshare.relay.wire import DirectWriter, frame_bytes
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,12 @@ class Subscriber:
     #: the limit and from conflation, or a subscriber resuming after SLOW_CONSUMER (a backlog
     #: of more than max_pending critical alerts) would overflow again at once, forever.
     replay_pending: int = 0
+    #: Frames written straight to this subscriber's transport by the hub's broadcast (None:
+    #: every frame goes through the queue and ``send``).
+    direct: DirectWriter | None = field(default=None, repr=False)
+    #: The writer is inside ``send`` (awaiting a slow transport): the broadcast must not write
+    #: past it, or frames would reach the subscriber out of order.
+    sending: bool = False
 
     def offer(self, items: Iterable[EncodedAlert], replay: bool = False) -> None:
         # once overflowed the subscriber is being closed and resumes with since=: queue no more
@@ -177,6 +189,7 @@ class Subscriber:
                     frame: bytes | str = json_batch(items, now, conflated)
                 else:
                     frame = msgpack_batch(items, now, conflated)
+                self.sending = True
                 try:
                     await self.send(frame)
                 except asyncio.CancelledError:  # not sent: the queue's head stays the resume point
@@ -184,6 +197,8 @@ class Subscriber:
                     self.replay_pending += replayed
                     self.conflated_pending += conflated
                     raise
+                finally:
+                    self.sending = False
                 self.last_frame_ns = now
                 self.frames_sent += 1
                 self.alerts_sent += n
@@ -201,9 +216,10 @@ class Hub:
         max_events_cached: int = 1000,
         older=None,
         frames_per_s: float = 10_000.0,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.max_events_cached = max_events_cached
-        #: Frames a second the writers may send in all; each subscriber gets an equal share.
+        #: Frames a second the queued writers may send in all; each gets an equal share.
         self.frames_per_s = frames_per_s
         #: ``older(after_alert_id) -> list[EncodedAlert]``: alerts the ring no longer holds.
         self.older = older
@@ -212,9 +228,22 @@ class Hub:
         # event_id -> kind -> newest alert of that kind (the current picture for late joiners)
         self.last_value: OrderedDict[int, dict[AlertKind, EncodedAlert]] = OrderedDict()
         self.last_alert_id = 0
+        self.clock = clock or time.time_ns
+        #: Subscribers the broadcast can write to directly, and the alerts waiting for the
+        #: broadcast at the end of this turn of the event loop.
+        self.direct: set[Subscriber] = set()
+        self.pending: list[EncodedAlert] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self.broadcasts = 0
+        self.direct_frames = 0
+        self.last_broadcast_ns = 0
+
+    def broadcast_gap_ns(self) -> int:
+        """Least gap between two broadcasts: the direct subscribers' share of the frame budget."""
+        return int(len(self.direct) * 1e9 / self.frames_per_s)
 
     def min_gap_ns(self) -> int:
-        """Least gap between two frames to one subscriber: its share of the frame budget."""
+        """Least gap between two frames to one queued subscriber: its share of the frame budget."""
         return int(len(self.subscribers) * 1e9 / self.frames_per_s)
 
     def publish(self, alerts: list[Alert]) -> list[EncodedAlert]:
@@ -223,7 +252,9 @@ class Hub:
         return encoded
 
     def fan_out(self, encoded: list[EncodedAlert]) -> None:
-        """Remember already-encoded alerts and queue them for every subscriber."""
+        """Remember already-encoded alerts and send them to every subscriber: the direct ones
+        at the end of this turn of the loop (one broadcast for all alerts of the turn), the
+        others through their queues now."""
         if not encoded:
             return
         for e in encoded:
@@ -232,8 +263,49 @@ class Hub:
         self.last_alert_id = encoded[-1].alert_id
         while len(self.last_value) > self.max_events_cached:
             self.last_value.popitem(last=False)
+        if self.direct:
+            self.pending.extend(encoded)
+            if self._flush_handle is None:
+                loop = asyncio.get_running_loop()
+                # the frame budget: with N subscribers, one broadcast every N / frames_per_s s
+                # at most; what arrives meanwhile joins it (each write costs a system call)
+                wait_ns = self.last_broadcast_ns + self.broadcast_gap_ns() - self.clock()
+                if wait_ns > 0:
+                    self._flush_handle = loop.call_later(wait_ns / 1e9, self.flush)
+                else:
+                    self._flush_handle = loop.call_soon(self.flush)
         for sub in self.subscribers:
-            sub.offer(encoded)
+            if sub.direct is None:
+                sub.offer(encoded)
+
+    def flush(self) -> None:
+        """Send the pending alerts: each distinct frame built once, written to every caught-up
+        direct subscriber; a subscriber that is behind or whose transport is full queues them."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        items, self.pending = self.pending, []
+        if not items:
+            return
+        self.broadcasts += 1
+        now = self.last_broadcast_ns = self.clock()
+        frames: dict[tuple[str, Nation | None, int], list[tuple[bytes, int]]] = {}
+        for sub in list(self.direct):
+            d = sub.direct
+            if sub.closed or sub.overflowed:
+                continue
+            if sub.queue or sub.sending or d is None or not d.ready():
+                sub.offer(items)  # behind: its writer sends these after what it already holds
+                continue
+            key = (sub.fmt, sub.nation, sub.max_frame_alerts)
+            built = frames.get(key)
+            if built is None:
+                built = frames[key] = _frames(items, sub.fmt, sub.nation, sub.max_frame_alerts, now)
+            for frame, n in built:
+                d.write(frame)
+                sub.alerts_sent += n
+            sub.frames_sent += len(built)
+            self.direct_frames += len(built)
 
     def snapshot(self) -> list[EncodedAlert]:
         """The current picture: per event, the newest alert of each kind, in alert-id order."""
@@ -252,11 +324,32 @@ class Hub:
         return [a for a in self.ring if a.alert_id > alert_id]
 
     def attach(self, sub: Subscriber, backlog: list[EncodedAlert]) -> None:
-        """Register ``sub`` with its backlog queued first: no await between the two, so no gap."""
+        """Register ``sub`` with its backlog queued first: no await between the two, so no gap.
+        The backlog was read from the ring, which already holds the alerts still waiting for the
+        broadcast: those go out to the others first, so that ``sub`` does not get them twice."""
+        self.flush()
         self.subscribers.add(sub)
+        if sub.direct is not None:
+            self.direct.add(sub)
         sub.offer(backlog, replay=True)
 
     def detach(self, sub: Subscriber) -> None:
         sub.closed = True
         sub.wake.set()
         self.subscribers.discard(sub)
+        self.direct.discard(sub)
+
+
+def _frames(
+    items: list[EncodedAlert], fmt: str, nation: Nation | None, max_alerts: int, now: int
+) -> list[tuple[bytes, int]]:
+    """The WebSocket frames (and their alert counts) that carry ``items`` to one kind of
+    subscriber: its format, only what is releasable to its nation, at most ``max_alerts`` a frame."""
+    if nation is not None:
+        items = [a for a in items if nation in a.releasable]
+    out = []
+    for i in range(0, len(items), max_alerts):
+        chunk = items[i : i + max_alerts]
+        body = json_batch(chunk, now, 0) if fmt == "json" else msgpack_batch(chunk, now, 0)
+        out.append((frame_bytes(body), len(chunk)))
+    return out
