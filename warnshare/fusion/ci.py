@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-try:  # the gufunc behind np.linalg.inv, without the ~4 us its error-state context costs per call
+try:  # the gufuncs behind np.linalg, without the ~4 us their error-state context costs per call
     from numpy.linalg import _umath_linalg as _ul
 
     _sum = np.add.reduce
@@ -26,8 +26,31 @@ try:  # the gufunc behind np.linalg.inv, without the ~4 us its error-state conte
         if not math.isfinite(_sum(out, axis=None)):
             raise np.linalg.LinAlgError("singular matrix")
         return out
+
+    def inv_unchecked(a: NDArray) -> NDArray:
+        """Inverse of a (stack of) matrices; NaNs where singular (the caller checks)."""
+        return _ul.inv(a, signature="d->d")
+
+    def _cholesky(a: NDArray) -> NDArray:
+        """Lower Cholesky factors of a stack; NaNs where a matrix is not positive definite."""
+        return _ul.cholesky_lo(a, signature="d->d")
 except ImportError:  # pragma: no cover - other numpy layouts
     inv = np.linalg.inv
+
+    def inv_unchecked(a: NDArray) -> NDArray:
+        try:
+            return np.linalg.inv(a)
+        except np.linalg.LinAlgError:
+            return np.full(a.shape, np.nan)
+
+    def _cholesky(a: NDArray) -> NDArray:
+        out = np.full(a.shape, np.nan)
+        for i, m in enumerate(a):
+            try:
+                out[i] = np.linalg.cholesky(m)
+            except np.linalg.LinAlgError:
+                pass
+        return out
 
 # Simplex grids for the det search, built once.
 _GRID2 = np.linspace(0.0, 1.0, 21)
@@ -46,36 +69,45 @@ _W3 = np.array(
 def optimal_weights(infos: NDArray) -> NDArray:
     """CI weights (m,) maximising det(sum w_i I_i) for m information matrices (m, 6, 6), m <= 3.
 
-    A batched grid on the simplex (one determinant call) followed, for two tracks, by a
-    parabolic refinement of the log-determinant, which is concave in w.
+    A batched grid on the simplex (one Cholesky call: log det is twice the sum of the log of
+    its diagonal) followed, for two tracks, by a parabolic refinement of the log-determinant,
+    which is concave in w.
     """
     m = infos.shape[0]
     if m == 1:
         return np.ones(1)
-    grid = _W2 if m == 2 else _W3 if m == 3 else _grid(m)
-    sign, logdet = np.linalg.slogdet(np.einsum("gk,kij->gij", grid, infos))
-    logdet = np.where(sign > 0, logdet, -np.inf)
+    grid, spread = _GRIDS[m] if m in _GRIDS else _grid(m)
+    chol = _cholesky((grid @ infos.reshape(m, 36)).reshape(-1, 6, 6))
+    # half the log-determinant; a combination that is not positive definite (by round-off
+    # only) comes back as NaN
+    half = np.log(chol.diagonal(axis1=1, axis2=2)).sum(axis=1)
+    half[np.isnan(half)] = -np.inf
     # Ties (proportional covariances give a flat or near-flat optimum) go to the most even
     # weights: as consistent as any, and they average independent parts of the errors.
-    near = logdet >= logdet.max() - 1e-3
-    spread = np.where(near, ((grid - 1.0 / m) ** 2).sum(axis=1), np.inf)
-    best = int(np.argmin(spread))
+    # (1e-3 of log-determinant.)
+    near = half >= half.max() - 0.5e-3
+    best = int(np.argmin(np.where(near, spread, np.inf)))
     w = grid[best].copy()
-    if m == 2 and near.sum() == 1 and 0 < best < len(grid) - 1:
-        f0, f1, f2 = logdet[best - 1], logdet[best], logdet[best + 1]
+    if m == 2 and 0 < best < len(grid) - 1 and near.sum() == 1:
+        # the parabola's vertex does not depend on the scale of the log-determinant
+        f0, f1, f2 = half[best - 1], half[best], half[best + 1]
         denom = f0 - 2.0 * f1 + f2
         if denom < 0.0:
             step = _GRID2[1] - _GRID2[0]
             shift = 0.5 * (f0 - f2) / denom * step
-            w0 = float(np.clip(_GRID2[best] + shift, 0.0, 1.0))
+            w0 = min(1.0, max(0.0, float(_GRID2[best] + shift)))
             w = np.array([w0, 1.0 - w0])
     return w
 
 
-def _grid(m: int) -> NDArray:
+def _grid(m: int) -> tuple[NDArray, NDArray]:
     """Coarse simplex grid for more than three tracks (rare: one nation, two live numbers)."""
-    rows = [np.eye(m)[i] for i in range(m)] + [np.full(m, 1.0 / m)]
-    return np.array(rows)
+    rows = np.array([np.eye(m)[i] for i in range(m)] + [np.full(m, 1.0 / m)])
+    return rows, ((rows - 1.0 / m) ** 2).sum(axis=1)
+
+
+# each grid with the squared distance of its points from the even weights (the tie-break)
+_GRIDS = {m: (g, ((g - 1.0 / m) ** 2).sum(axis=1)) for m, g in ((2, _W2), (3, _W3))}
 
 
 def fuse(xs: NDArray, covs: NDArray, weights: NDArray | None = None) -> tuple[NDArray, NDArray, NDArray]:
@@ -95,6 +127,17 @@ def fuse(xs: NDArray, covs: NDArray, weights: NDArray | None = None) -> tuple[ND
     p = inv((weights @ infos.reshape(m, 36)).reshape(6, 6))
     x = p @ (weights @ (infos @ xs.reshape(m, 6, 1)).reshape(m, 6))
     return x, p, weights
+
+
+def fuse_weighted(infos: NDArray, weights: NDArray, wx: NDArray) -> tuple[NDArray, NDArray]:
+    """CI of information matrices (m, 6, 6) with ``weights`` (m,), given the weighted states
+    ``wx`` (6m,) = (w_1 x_1, ..., w_m x_m) stacked: (state, covariance). The per-report form
+    of ``fuse``: both weighted sums are single products (information matrices are symmetric,
+    so sum w_i I_i x_i is (w x) @ the stacked I_i), and no check (the caller checks the result
+    is finite: a singular input gives NaNs)."""
+    m = len(weights)
+    p = inv_unchecked(np.dot(weights, infos.reshape(m, 36)).reshape(6, 6))
+    return np.dot(p, np.dot(wx, infos.reshape(6 * m, 6))), p
 
 
 def fuse_independent(xs: NDArray, covs: NDArray) -> tuple[NDArray, NDArray]:

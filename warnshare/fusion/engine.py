@@ -46,6 +46,7 @@ _IU = np.triu_indices(6)
 _IU_FLAT = np.ravel_multi_index(_IU, (6, 6))
 #: basis coefficients of a member valid at the fused time (``dynamics.basis_coefficients(0)``)
 _NO_PREDICTION = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_ZEROS6 = [0.0] * 6
 #: the latest phase any live member reports wins
 _PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
 _set = object.__setattr__
@@ -625,12 +626,16 @@ class FusionEngine:
         oldest = t_ns - self._stale_ns
         live = [m for m in members if m.tov_ns >= oldest] or list(members)
         n = len(live)
+        # numbers for one np.array call: the block-diagonal (n, 6n) basis coefficients, then
+        # the states predicted to t_ns (weighted by the CI weights when these are known)
         coefs: list[float] = []
         states: list[float] = []
         keys, rel_key = [], []
         quality, boosting, rank, phase = 0, False, -1, FlightPhase.UNKNOWN
-        for m in live:
+        pad = _ZEROS6 * (n - 1)
+        for i, m in enumerate(live):
             d = t_ns - m.tov_ns
+            coefs += pad[: 6 * i]
             if d:
                 dt = d / _NS
                 coefs += dynamics.basis_coefficients(dt)
@@ -638,6 +643,7 @@ class FusionEngine:
             else:
                 coefs += _NO_PREDICTION
                 states += m.x
+            coefs += pad[6 * i :]
             keys.append((m.nation, m.track_number))
             rel_key.append((m.nation, m.releasable))
             if m.quality > quality:
@@ -649,21 +655,38 @@ class FusionEngine:
         if n == 1 and live[0].tov_ns == t_ns:
             x, p = np.array(states), live[0].p
         else:
-            k = 6 * n
-            flat = np.array(coefs + states)
-            ps = (flat[:k].reshape(n, 1, 6) @ np.array([m.basis for m in live])).reshape(n, 6, 6)
-            xs = flat[k:].reshape(n, 6)
-            if n == 1:
-                x, p = xs[0], ps[0]
-            elif self.config.fusion_rule == "independent":
-                x, p = ci.fuse_independent(xs, ps)
-            else:
+            k = 6 * n * n
+            cached = None
+            if n > 1 and self.config.fusion_rule != "independent":
                 key = tuple(keys)
                 cached = event.weights.get(key)
-                reuse = cached is not None and t_ns - cached[1] < self._reweight_ns
-                x, p, w = ci.fuse(xs, ps, cached[0] if reuse else None)
-                if not reuse:
-                    event.weights[key] = (w, t_ns)
+                if cached is not None and t_ns - cached[1] >= self._reweight_ns:
+                    cached = None
+                if cached is not None:
+                    # weighted states for the information vector, in Python: no numpy call
+                    ws = cached[2]
+                    states = [ws[j // 6] * v for j, v in enumerate(states)]
+            flat = np.array(coefs + states)
+            bases = np.array([m.basis for m in live]).reshape(6 * n, 36)
+            ps = np.dot(flat[:k].reshape(n, 6 * n), bases).reshape(n, 6, 6)
+            if n == 1:
+                x, p = flat[k:], ps[0]
+            elif self.config.fusion_rule == "independent":
+                x, p = ci.fuse_independent(flat[k:].reshape(n, 6), ps)
+            else:
+                infos = ci.inv_unchecked(ps)
+                if cached is None:
+                    w = ci.optimal_weights(infos)
+                    event.weights[key] = cached = (w, t_ns, w.tolist())
+                    wx = flat[k:] * np.repeat(w, 6)
+                else:
+                    wx = flat[k:]
+                x, p = ci.fuse_weighted(infos, cached[0], wx)
+        xl = x.tolist()
+        cov = p.take(_IU_FLAT).tolist()
+        if not math.isfinite(sum(cov) + sum(xl)):
+            # a singular covariance: the event keeps its last state
+            raise np.linalg.LinAlgError("singular covariance in fusion")
         event.x, event.p, event.tov_ns = x, p, t_ns
         event.last_received_ns = received_ns
         event.last_hops = hops
@@ -679,7 +702,6 @@ class FusionEngine:
             event.releasable = [n for n in NATIONS if n in rel]
         event.quality = quality
         event.boosting = boosting
-        xl = x.tolist()
         px, py, pz, vx, vy, vz = xl
         lat, lon, alt = dynamics.geodetic(px, py, pz)
         if alt > event.max_alt_m:
@@ -698,7 +720,7 @@ class FusionEngine:
             time_of_validity_ns=t_ns,
             position_ecef_m=xl[:3],
             velocity_ecef_mps=xl[3:],
-            covariance=p.take(_IU_FLAT).tolist(),
+            covariance=cov,
             lat_deg=lat,
             lon_deg=lon,
             alt_m=alt,
