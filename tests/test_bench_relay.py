@@ -161,6 +161,43 @@ def test_decoder_maps_relay_alerts_back_to_reports_undoing_the_clock_offset() ->
     assert dec.alert_batch(encode(AlertBatch(relay_sent_ns=2, alerts=alerts, conflated=2))) == (hits, 2)
 
 
+def test_a_skewed_node_stamps_its_reports_with_its_clock_and_its_hops_are_read_back() -> None:
+    skew = 5_000_000_000
+    traffic = make_traffic(time.time_ns(), rate_per_s=30.0, duration_s=1.0, nodes=3, missiles=2, skew_ns=[skew])
+    usa = traffic.nodes[0]
+    batch = decode_node_message(report_batch_frame(1, usa.packed[:3]))
+    assert [r.measured_ns for r in batch.reports] == [t + skew for t in usa.intended_ns.tolist()[:3]]
+    other = decode_node_message(report_batch_frame(1, traffic.nodes[1].packed[:1]))
+    assert other.reports[0].measured_ns == traffic.nodes[1].intended_ns[0]
+    dec = Decoder(traffic)
+    t = usa.intended_ns.tolist()
+    estimate = skew + 40_000  # the relay's offset estimate, 40 us off the true skew
+    # on the relay's clock: the node's times minus the estimate
+    alert = _alert(1, Nation.USA, t[2] + skew, estimate, AlertKind.TRACK_UPDATE)
+    hits, _ = dec.alert_batch(encode(AlertBatch(relay_sent_ns=1, alerts=[alert], conflated=0)))
+    assert hits == ((2, True),)
+    summary = dec.hop_summary()["USA"]
+    assert summary["offset_error_p50_us"] == pytest.approx(40.0)
+    assert summary["uplink_p50_ms"] == pytest.approx(estimate / 1e6)
+
+
+def test_clock_skew_summary_compares_the_skewed_node_hops_with_synchronised_clocks() -> None:
+    synced = _fake("rate100_subs10", "relay", 0, 1_000_000)
+    synced.spec = RunSpec("rate100_subs10", "relay", 100.0, 10, 1.0, 0.1)
+    skewed = _fake("clock_skew", "relay", 0, 1_000_000)
+    skewed.spec = RunSpec("clock_skew", "relay", 100.0, 10, 1.0, 0.1, skew_s=5.0)
+    hops = {"node_p50_ms": 0.1, "uplink_p50_ms": 0.3, "relay_p50_ms": 0.4,
+            "offset_error_p50_us": 20.0, "offset_error_max_abs_us": 30.0}
+    synced.hops = {"USA": dict(hops)}
+    skewed.hops = {"USA": dict(hops, uplink_p50_ms=0.9)}
+    sk = bench_relay.summarize([synced, skewed], ["relay"])["clock_skew"]
+    assert sk["met"] and sk["max_abs_hop_p50_diff_ms"] == pytest.approx(0.6)
+    skewed.hops = {"USA": dict(hops, uplink_p50_ms=1.4)}  # the offset estimate 1.1 ms off
+    assert not bench_relay.summarize([synced, skewed], ["relay"])["clock_skew"]["met"]
+    skewed.hops = {}
+    assert not bench_relay.summarize([synced, skewed], ["relay"])["clock_skew"]["met"]
+
+
 # ------------------------------------------------------------------ end to end
 
 
@@ -228,7 +265,10 @@ def test_plan_repeats_the_must_show_points_and_adds_only_new_sweep_points() -> N
     assert len(keys) == len(set(keys))
     assert ("relay", 1000.0, 100) not in keys and ("relay", 3000.0, 10) in keys
     quick = bench_relay.plan(_args("--quick"), ["relay", "tcp"])
-    assert {s.scenario for s in quick} == {"rate1000_subs100", "rate100_subs10", "stall"}
+    assert {s.scenario for s in quick} == {"rate1000_subs100", "rate100_subs10", "stall", "clock_skew"}
+    (skewed,) = [s for s in quick if s.scenario == "clock_skew"]
+    assert skewed.system == "relay" and skewed.skew_s == 5.0 and (skewed.rate, skewed.subscribers) == (100.0, 10)
+    assert not any(s.scenario == "clock_skew" for s in bench_relay.plan(_args("--quick", "--no-skew"), ["relay"]))
 
 
 def _fake(scenario: str, system: str, repeat: int, p99_ns: int, **kw: object) -> RunResult:

@@ -17,7 +17,7 @@ import json
 import socket
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,8 @@ STALLED_RCVBUF = 4096
 #: A decode cache is cleared when it grows past this many entries.
 _CACHE_LIMIT = 200_000
 _UPDATE = "TRACK_UPDATE"
+#: The hops read off each alert (see ``Decoder.hops``).
+HOP_NAMES = ("node", "uplink", "relay")
 
 
 # ---------------------------------------------------------------------- decoding
@@ -62,17 +64,27 @@ class Decoder:
         self.index = traffic.index_map()
         self.intended = traffic.intended_by_index().tolist()
         self._by_nation = {}
+        self._skew: dict[int, int] = {}
         base = 0
         for node in traffic.nodes:
             self._by_nation[NATIONS.index(node.nation)] = (base, node.intended_ns)
+            self._skew[NATIONS.index(node.nation)] = node.skew_ns
             base += len(node)
         self._cache: dict[bytes, Any] = {}
+        #: Alerts for reports intended at or after this are sampled into ``hops``.
+        self.hops_from_ns = 0
+        #: Per source nation, the hops of each distinct TRACK_UPDATE, as read off the alert:
+        #: (node sent - measured, relay received - node sent, fused - relay received, the relay's
+        #: clock-offset estimate minus the node's true skew), ns.
+        self.hops: dict[str, list[tuple[int, int, int, int]]] = {}
         self.fuzzy_matches = 0
         self.unmatched = 0
         self.other_messages: dict[str, int] = {}
 
     def _lookup(self, nation: str, measured_ns: int) -> int:
+        """The report a node-clock ``measured_ns`` of ``nation`` is (its skew taken off)."""
         n_idx = NATIONS.index(nation)
+        measured_ns -= self._skew.get(n_idx, 0)
         idx = self.index.get(measured_ns * 4 + n_idx)
         if idx is not None:
             return idx
@@ -161,8 +173,33 @@ class Decoder:
         if "measured_ns" not in hops or "source_nation" not in hops:
             return (-1, False)
         # hops carry the relay's clock; the node's own time is that plus the link's offset
-        measured = int(hops["measured_ns"]) + int(hops.get("clock_offset_ns", 0))
-        return (self._lookup(hops["source_nation"], measured), alert.get("kind") == _UPDATE)
+        offset = int(hops.get("clock_offset_ns", 0))
+        nation = hops["source_nation"]
+        idx = self._lookup(nation, int(hops["measured_ns"]) + offset)
+        update = alert.get("kind") == _UPDATE
+        if update and idx >= 0 and self.intended[idx] >= self.hops_from_ns:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self.hops.setdefault(nation, []).append((
+                    int(hops["node_sent_ns"]) - int(hops["measured_ns"]),
+                    int(hops["relay_received_ns"]) - int(hops["node_sent_ns"]),
+                    int(hops["fused_ns"]) - int(hops["relay_received_ns"]),
+                    offset - self._skew.get(NATIONS.index(nation), 0),
+                ))
+        return (idx, update)
+
+    def hop_summary(self) -> dict[str, dict[str, float]]:
+        """Per source nation: median and p99 (ms) of each hop, and the clock-offset error (µs)."""
+        out = {}
+        for nation, rows in sorted(self.hops.items()):
+            a = np.array(rows, dtype=np.float64)
+            entry: dict[str, float] = {"samples": float(len(rows))}
+            for k, name in enumerate(HOP_NAMES):
+                entry[f"{name}_p50_ms"] = float(np.percentile(a[:, k], 50)) / 1e6
+                entry[f"{name}_p99_ms"] = float(np.percentile(a[:, k], 99)) / 1e6
+            entry["offset_error_p50_us"] = float(np.percentile(a[:, 3], 50)) / 1e3
+            entry["offset_error_max_abs_us"] = float(np.abs(a[:, 3]).max()) / 1e3
+            out[nation] = entry
+        return out
 
     def json_alert_batch(self, text: str) -> tuple[tuple[tuple[int, bool], ...], int]:
         obj = json.loads(text)
@@ -316,9 +353,12 @@ class _NatsSubscriber(asyncio.Protocol):
 class Publisher:
     """One node's connection; ``send(frame)`` never waits for the system under test."""
 
-    def __init__(self, system: str, nation_index: int) -> None:
+    def __init__(self, system: str, nation_index: int, skew_ns: int = 0) -> None:
         self.system = system
         self.nation = NATIONS[nation_index]
+        #: This node's clock minus the true one: it stamps hellos, batches and clock replies
+        #: with its own clock, as a node whose host clock is off would.
+        self.skew_ns = skew_ns
         self.node_id = f"bench-{self.nation.value.lower()}"
         self.acked_seq = 0
         self.welcome_seq: int | None = None
@@ -339,7 +379,7 @@ class Publisher:
                     protocol_version=PROTOCOL_VERSION,
                     nation=self.nation,
                     node_id=self.node_id,
-                    sent_ns=time.time_ns(),
+                    sent_ns=time.time_ns() + self.skew_ns,
                 )
                 self._ws.send_binary(encode(hello))
                 await asyncio.wait_for(self._welcomed, 10.0)
@@ -372,7 +412,8 @@ class Publisher:
             self.acked_seq = max(self.acked_seq, int(obj["acked_seq"]))
         elif kind == "time_request":
             self.time_requests += 1
-            reply = TimeReply(id=obj["id"], t1_ns=obj["t1_ns"], t2_ns=recv_ns, t3_ns=time.time_ns())
+            skew = self.skew_ns
+            reply = TimeReply(id=obj["id"], t1_ns=obj["t1_ns"], t2_ns=recv_ns + skew, t3_ns=time.time_ns() + skew)
             assert self._ws is not None
             self._ws.send_binary(encode(reply))
         elif kind == "welcome":
@@ -429,6 +470,7 @@ class LoadResult:
     time_requests: int = 0
     fuzzy_matches: int = 0
     unmatched: int = 0
+    hops: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 async def _open_subscriber(
@@ -479,6 +521,7 @@ async def run_load(
     on_started: Callable[[], None] | None = None,
     lead_s: float = 0.3,
     nodes: int = 3,
+    skew_ns: Sequence[int] = (),
 ) -> LoadResult:
     """Connect, build the schedule, play it open loop, wait for delivery, disconnect.
 
@@ -490,7 +533,7 @@ async def run_load(
     closers = []
     for r in receivers:
         closers.append(await _open_subscriber(system, host, port, r, r.stalled))
-    publishers = [Publisher(system, n) for n in range(nodes)]
+    publishers = [Publisher(system, n, int(skew_ns[n]) if n < len(skew_ns) else 0) for n in range(nodes)]
     for p in publishers:
         await p.connect(host, port)
     if system == "nats":
@@ -507,6 +550,7 @@ async def run_load(
     decoder = Decoder(traffic)
     total = traffic.total
     warm_cut = traffic.start_ns + int(warmup_s * 1e9)
+    decoder.hops_from_ns = warm_cut
     for r in receivers:
         r.bind(decoder, total, warm_cut)
 
@@ -537,7 +581,7 @@ async def run_load(
                 while k < limit and times[k] <= now:
                     k += 1
                 if k > j:
-                    await pub.send(report_batch_frame(now, packed[n][j:k]))
+                    await pub.send(report_batch_frame(now + pub.skew_ns, packed[n][j:k]))
                     if not first_send:
                         first_send = now
                     last_send = now
@@ -605,4 +649,5 @@ async def run_load(
         time_requests=sum(p.time_requests for p in publishers),
         fuzzy_matches=decoder.fuzzy_matches,
         unmatched=decoder.unmatched,
+        hops=decoder.hop_summary(),
     )

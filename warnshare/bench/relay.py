@@ -34,6 +34,10 @@ SATURATION_TARGET = 20_000.0
 #: When the first step of the ramp fails, the rate is halved down to this before giving up.
 SATURATION_FLOOR = 200.0
 STALL_P99_RATIO = 1.5
+#: Clock-skew runs: one node this far ahead (s); each hop the alerts report for it must stay
+#: within SKEW_HOP_TOLERANCE_MS of the same hop with synchronised clocks (medians).
+SKEW_S = 5.0
+SKEW_HOP_TOLERANCE_MS = 1.0
 #: Memory counts as bounded when the stalled subscriber raises the relay's peak RSS, over the
 #: same run without it, by no more than this (bytes) or this fraction, whichever is larger.
 RSS_EXTRA_ALLOWED_BYTES = 16 << 20
@@ -77,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stall-duration", type=float, default=None,
                         help="seconds of the stall runs (default 2x --duration)")
     parser.add_argument("--no-stall", action="store_true")
+    parser.add_argument("--skew", type=float, default=SKEW_S, metavar="S",
+                        help=f"clock-skew runs: the relay at {MUST_B[0]:g} reports/s to {MUST_B[1]} "
+                        f"subscribers with one node's clock S seconds ahead, against the same point's "
+                        f"first relay run with synchronised clocks (default {SKEW_S:g})")
+    parser.add_argument("--no-skew", action="store_true")
     parser.add_argument("--missiles", type=int, default=8, help="synthetic missiles each nation reports")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all results here")
@@ -122,6 +131,10 @@ def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
         stall = dict(common, duration_s=stall_s, drain_timeout_s=drain_timeout(args, stall_s))
         for stalled in (0, 1):
             specs.append(RunSpec("stall", "relay", args.stall_rate, args.stall_subscribers, stalled=stalled, **stall))
+    if not getattr(args, "no_skew", False) and "relay" in systems and repeats:
+        # compared with the first repeat's relay run at the same point, clocks synchronised
+        skew = getattr(args, "skew", SKEW_S)
+        specs.append(RunSpec("clock_skew", "relay", MUST_B[0], MUST_B[1], skew_s=skew, seed=1, **common))
     return specs
 
 
@@ -288,9 +301,49 @@ def summarize(results: Sequence[RunResult], systems: Sequence[str]) -> dict[str,
                 }
     if cold:
         summary["cold_start_ms"] = cold
+    skew = _skew_block(results)
+    if skew:
+        summary["clock_skew"] = skew
     summary["systems"] = list(systems)
-    summary["clock_skew"] = "not part of this benchmark: see the relay's clock-offset tests"
     return summary
+
+
+def _skew_block(results: Sequence[RunResult]) -> dict[str, Any] | None:
+    """The hops the relay reports for a node whose clock is ahead, against the same hops with
+    synchronised clocks (the node's one-way uplink is where a wrong offset would show)."""
+    from warnshare.bench.loadgen import HOP_NAMES
+    from warnshare.protocol import NATIONS
+
+    skewed = next((r for r in results if r.spec.scenario == "clock_skew" and r.spec.skew_s), None)
+    synced = next((r for r in results if r.spec.system == "relay" and not r.spec.skew_s and r.spec.repeat == 0
+                   and (r.spec.rate, r.spec.subscribers) == (MUST_B[0], MUST_B[1])
+                   and r.spec.scenario in ("clock_skew", "rate100_subs10")), None)
+    if skewed is None or synced is None:
+        return None
+    nation = NATIONS[0].value  # the first node is the one whose clock is off
+    a, b = skewed.hops.get(nation), synced.hops.get(nation)
+    out: dict[str, Any] = {
+        "skew_s": skewed.spec.skew_s,
+        "nation": nation,
+        "rate_per_s": skewed.spec.rate,
+        "subscribers": skewed.spec.subscribers,
+        "tolerance_ms": SKEW_HOP_TOLERANCE_MS,
+        "hops_skewed": a,
+        "hops_synced": b,
+        "p99_ms_skewed": skewed.p99_ms if skewed.latency.total else None,
+        "p99_ms_synced": synced.p99_ms if synced.latency.total else None,
+        "lossless": skewed.lossless and synced.lossless,
+    }
+    if not (a and b):
+        out["met"] = False
+        return out
+    diffs = {name: a[f"{name}_p50_ms"] - b[f"{name}_p50_ms"] for name in HOP_NAMES}
+    out["hop_p50_diff_ms"] = diffs
+    out["max_abs_hop_p50_diff_ms"] = max(abs(d) for d in diffs.values())
+    out["offset_error_us"] = a["offset_error_p50_us"]
+    out["offset_error_max_abs_us"] = a["offset_error_max_abs_us"]
+    out["met"] = bool(out["lossless"] and out["max_abs_hop_p50_diff_ms"] <= SKEW_HOP_TOLERANCE_MS)
+    return out
 
 
 def _saturation_pass(r: RunResult) -> bool:

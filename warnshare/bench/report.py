@@ -205,6 +205,24 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"growth in the 2nd half {_fmt(st['rss_growth_mb_with'], 1)} MB (without: {_fmt(st['rss_growth_mb_without'], 1)} MB)",
             _fmt(st["rss_bounded"]),
         ))
+    sk = summary.get("clock_skew")
+    if isinstance(sk, dict):
+        if sk.get("hop_p50_diff_ms"):
+            d = sk["hop_p50_diff_ms"]
+            a, b = sk["hops_skewed"], sk["hops_synced"]
+            measured = (
+                f"max |diff| {sk['max_abs_hop_p50_diff_ms']:.3f} ms: uplink {b['uplink_p50_ms']:.3f} -> "
+                f"{a['uplink_p50_ms']:.3f}, node {d['node']:+.3f}, relay {d['relay']:+.3f} ms; "
+                f"offset estimate off by {sk['offset_error_us']:+.0f} us (max {sk['offset_error_max_abs_us']:.0f} us)"
+            )
+        else:
+            measured = "no hops recorded for the skewed node"
+        out.append((
+            f"Clock skew: {sk['nation']} node {sk['skew_s']:+g} s, its per-hop medians vs synchronised clocks",
+            f"within {sk['tolerance_ms']:g} ms",
+            measured,
+            _fmt(sk["met"]),
+        ))
     for scenario, by_system in summary.get("cold_start_ms", {}).items():
         relay = by_system.get("relay")
         tcp = by_system.get("tcp")

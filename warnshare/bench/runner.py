@@ -51,11 +51,19 @@ class RunSpec:
     missiles: int = 8
     seed: int = 1
     drain_timeout_s: float = 10.0
+    #: The first node's clock is this far ahead of the host's (s): it stamps its reports and
+    #: answers the relay's clock exchange with it.
+    skew_s: float = 0.0
 
     @property
     def label(self) -> str:
         stall = f" +{self.stalled} stalled" if self.stalled else ""
-        return f"{self.system} {self.rate:g}/s x{self.subscribers}{stall}"
+        skew = f" node clock {self.skew_s:+g} s" if self.skew_s else ""
+        return f"{self.system} {self.rate:g}/s x{self.subscribers}{stall}{skew}"
+
+    @property
+    def skew_ns(self) -> tuple[int, ...]:
+        return (int(self.skew_s * 1e9),) if self.skew_s else ()
 
 
 @dataclass
@@ -96,6 +104,8 @@ class RunResult:
     bytes_per_message: float = 0.0  # payload bytes received per delivered report, per subscriber
     messages_per_frame: float = 0.0  # deliveries per WebSocket/TCP/NATS message received
     profile: str = ""  # path of the py-spy summary, when the run was profiled
+    #: Per source nation, the hops read off the relay's alerts (``Decoder.hop_summary``).
+    hops: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def percentiles_ms(self) -> dict[str, float]:
@@ -182,6 +192,7 @@ def _reduce(spec: RunSpec, load: LoadResult, res: RunResult) -> None:
     res.drained = load.drained
     res.drain_s = load.drain_s
     res.time_requests = load.time_requests
+    res.hops = load.hops
     res.publisher_errors = load.publisher_errors[:10]
     if head:
         res.head_p50_ns = int(np.median(np.concatenate(head)))
@@ -212,7 +223,8 @@ def execute(
 
         def traffic_at(start_ns: int) -> Traffic:
             return make_traffic(
-                start_ns, spec.rate, spec.duration_s + spec.warmup_s, spec.nodes, spec.missiles, spec.seed
+                start_ns, spec.rate, spec.duration_s + spec.warmup_s, spec.nodes, spec.missiles, spec.seed,
+                skew_ns=spec.skew_ns,
             )
 
         spy: list[subprocess.Popen[bytes]] = []
@@ -239,6 +251,7 @@ def execute(
                 on_started=started,
                 lead_s=LEAD_BASE_S + LEAD_PER_REPORT_S * n_reports,
                 nodes=spec.nodes,
+                skew_ns=spec.skew_ns,
             )
         )
         use = server.end_measure()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,8 @@ class NodeSchedule:
     nation: Nation
     intended_ns: NDArray  # int64, one per report
     packed: list[bytes]
+    #: The node's clock minus the true one: its reports' times are ``intended_ns + skew_ns``.
+    skew_ns: int = 0
 
     def __len__(self) -> int:
         return len(self.packed)
@@ -182,8 +185,12 @@ def make_traffic(
     nodes: int = 3,
     missiles: int = 8,
     seed: int = 1,
+    skew_ns: Sequence[int] = (),
 ) -> Traffic:
-    """Pack every report of a run: node ``n`` is nation ``NATIONS[n % 3]`` (node_id distinguishes)."""
+    """Pack every report of a run: node ``n`` is nation ``NATIONS[n % 3]`` (node_id distinguishes).
+
+    ``skew_ns[n]`` is how far node ``n``'s clock is ahead: its reports carry measured times and
+    times of validity on that clock (the schedule's intended send times stay on the true one)."""
     if not 1 <= nodes <= len(NATIONS):
         raise ValueError(f"nodes must be 1..{len(NATIONS)} (one per nation)")
     arcs = make_arcs(missiles, start_ns - int(ARC_LEAD_S * 1e9), ARC_LEAD_S + duration_s + 5.0, seed)
@@ -195,18 +202,19 @@ def make_traffic(
         pos, vel = arcs.state(missile, times)
         pos = pos + rng.normal(0.0, NOISE_POS_M, pos.shape)
         vel = vel + rng.normal(0.0, NOISE_VEL_MPS, vel.shape)
+        skew = int(skew_ns[n]) if n < len(skew_ns) else 0
         packed = [
             pack_report(
                 seq=j + 1,
                 nation=nation,
                 track_number=100 * (n + 1) + int(missile[j]),
-                time_ns=t,
+                time_ns=t + skew,
                 position=p,
                 velocity=v,
             )
             for j, (t, p, v) in enumerate(zip(times.tolist(), pos.tolist(), vel.tolist(), strict=True))
         ]
-        out.append(NodeSchedule(nation=nation, intended_ns=times, packed=packed))
+        out.append(NodeSchedule(nation=nation, intended_ns=times, packed=packed, skew_ns=skew))
     return Traffic(start_ns=start_ns, nodes=out)
 
 
