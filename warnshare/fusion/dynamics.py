@@ -283,6 +283,26 @@ def geodetic(x: float, y: float, z: float) -> tuple[float, float, float]:
     return math.degrees(lat), math.degrees(math.atan2(y, x)), p * cl + z * sl - WGS84_A * WGS84_A / n
 
 
+def _accel_inertial(r: NDArray, rr: NDArray) -> NDArray:
+    """J2 gravity (3, n) in an Earth-centred inertial frame sharing ECEF's z axis, from the
+    positions (3, n) and their squares ``rr`` (shared with the altitude): no velocity terms."""
+    ir2 = 1.0 / _add(rr, axis=0)
+    k = ir2 * np.sqrt(ir2) * -WGS84_GM
+    kf = k * ir2 * _J2A2
+    a = r * ((1.0 - 5.0 * rr[2] * ir2) * kf + k)
+    a[2] += (2.0 * kf) * r[2]
+    return a
+
+
+def _alt_sq(rr: NDArray) -> NDArray:
+    """``_alt_t`` from the squared coordinates (3, n)."""
+    r2 = _add(rr, axis=0)
+    return np.sqrt(r2) - _AB / np.sqrt(_B * _B + (WGS84_A * WGS84_A - _B * _B) * (rr[2] / r2))
+
+
+_add = np.add.reduce
+
+
 def fly_to_ground(
     s0: NDArray,
     *,
@@ -291,49 +311,80 @@ def fly_to_ground(
     stop_alt_m: float = 0.0,
     record_first: bool = False,
 ) -> tuple[NDArray, NDArray, NDArray, NDArray]:
-    """Propagate (n, 6) ballistic states until each reaches ``stop_alt_m`` going down (forward)
-    or going back in time (backward).
+    """Propagate (n, 6) ballistic ECEF states until each reaches ``stop_alt_m`` going down
+    (forward) or going back in time (backward).
 
-    Returns (time_s from the start, signed; ground states (n, 6); apogee altitude (n,); the
-    positions (k, 3) the first state passed through, if ``record_first``, else an empty array).
-    Points that never reach the ground within ``max_time_s`` get NaN time. The step follows
-    the lowest altitude among points still flying (half the time to fall at full speed), so arcs
-    in vacuum take 30 s steps and the last kilometres 5 s, and the crossing is found by cubic
-    Hermite interpolation.
+    Returns (time_s from the start, signed; ECEF ground states (n, 6); apogee altitude (n,);
+    the ECEF positions (k, 3) the first state passed through, if ``record_first``, else an
+    empty array). Points that never reach the ground within ``max_time_s`` get NaN time.
+
+    The flight is integrated in the inertial frame that coincides with ECEF at the start:
+    there gravity (J2) is the only force and does not depend on velocity, so a 3-stage
+    Runge-Kutta-Nystrom step is 4th order (RK4 in ECEF needs 4 stages, each with Coriolis and
+    centrifugal terms), and the ellipsoid height needs no rotation (it depends on |r| and z
+    only). The step follows the lowest altitude among points still flying (half the time to
+    fall at full ground-relative speed, 5 to 30 s: arcs in vacuum take 30 s steps, the last
+    kilometres 5 s); the crossing is found by cubic Hermite interpolation, and the ground
+    states and the path are rotated back to ECEF at their times.
     """
     s0 = np.asarray(s0, dtype=float)
-    r, v = s0[:, :3].T.copy(), s0[:, 3:].T.copy()
+    r = s0[:, :3].T.copy()
+    v = s0[:, 3:].T.copy()
+    # inertial velocity: v + omega x r
+    v[0] -= _W * r[1]
+    v[1] += _W * r[0]
     sign = 1.0 if forward else -1.0
     t = 0.0
-    alt = _alt_t(r) - stop_alt_m
+    rr = r * r
+    alt = _alt_sq(rr) - stop_alt_m
     apogee = alt + stop_alt_m
     done = alt <= 0.0
     t_hit = np.where(done, 0.0, np.nan)
     s_hit = s0.copy()
-    path = [r[:, 0].copy()] if record_first else []
+    path = [(0.0, *r[:, 0].tolist())] if record_first else []
     pending = []  # crossings, resolved together after the loop: (indices, a, b, alt_a, alt_b, t, h)
-    while not done.all() and t < max_time_s:
+    a1 = _accel_inertial(r, rr)
+    n_done = int(done.sum())
+    n = len(done)
+    while n_done < n and t < max_time_s:
         live = ~done
-        lowest = float(alt[live].min())
-        speed = float(np.abs(v[:, live]).max()) + 1.0
-        # RK4 is exact to centimetres over 30 s in vacuum, and the cubic Hermite crossing is
-        # exact for constant gravity, so steps only shorten to keep the crossing well sampled
+        lowest = float(alt[live].min()) if n_done else float(alt.min())
+        # speed over the ground (ECEF velocity, in inertial axes): v - omega x r
+        gx = v[0] + _W * r[1]
+        gy = v[1] - _W * r[0]
+        if n_done:
+            speed = max(float(np.abs(gx[live]).max()), float(np.abs(gy[live]).max()),
+                        float(np.abs(v[2][live]).max())) + 1.0
+        else:
+            speed = max(float(np.abs(gx).max()), float(np.abs(gy).max()), float(np.abs(v[2]).max())) + 1.0
+        # 4th-order steps are exact to centimetres over 30 s in vacuum, and the cubic Hermite
+        # crossing is exact for constant gravity, so steps only shorten to keep the crossing
+        # well sampled
         h = min(30.0, max(5.0, 0.5 * lowest / speed))
-        r_new, v_new = _rk4_t(r, v, sign * h)
-        alt_new = _alt_t(r_new) - stop_alt_m
+        hs = sign * h
+        hv = hs * v
+        a2 = _accel_inertial(r2 := r + 0.5 * hv + (hs * hs / 8.0) * a1, r2 * r2)
+        r3 = r + hv + (0.5 * hs * hs) * a2
+        a3 = _accel_inertial(r3, r3 * r3)
+        r_new = r + hv + (hs * hs / 6.0) * (a1 + 2.0 * a2)
+        v_new = v + (hs / 6.0) * (a1 + 4.0 * a2 + a3)
+        rr = r_new * r_new
+        alt_new = _alt_sq(rr) - stop_alt_m
         np.maximum(apogee, alt_new + stop_alt_m, out=apogee)
         crossed = live & (alt_new <= 0.0)
         if crossed.any():
             idx = np.nonzero(crossed)[0]
             a = np.concatenate([r[:, idx], v[:, idx]]).T
             b = np.concatenate([r_new[:, idx], v_new[:, idx]]).T
-            pending.append((idx, a, b, alt[idx], alt_new[idx], t, sign * h))
+            pending.append((idx, a, b, alt[idx], alt_new[idx], t, hs))
             done = done | crossed
+            n_done += len(idx)
+        t += h
         if record_first and not done[0]:
-            path.append(r_new[:, 0].copy())
+            path.append((sign * t, *r_new[:, 0].tolist()))
         r, v = r_new, v_new
         alt = alt_new
-        t += h
+        a1 = _accel_inertial(r, rr)
     if pending:
         idx = np.concatenate([p[0] for p in pending])
         a = np.concatenate([p[1] for p in pending])
@@ -342,11 +393,27 @@ def fly_to_ground(
         ts = np.concatenate([np.full(len(p[0]), p[5]) for p in pending])
         frac = _hermite_root(a, b, np.concatenate([p[3] for p in pending]),
                              np.concatenate([p[4] for p in pending]), hs, stop_alt_m)
-        t_hit[idx] = sign * (ts + frac * np.abs(hs))
-        s_hit[idx] = _hermite_state(a, b, frac, hs)
+        t_i = sign * (ts + frac * np.abs(hs))
+        t_hit[idx] = t_i
+        s_hit[idx] = _inertial_to_ecef(_hermite_state(a, b, frac, hs), t_i)
     if record_first:
-        path.append(s_hit[0, :3].copy())
-    return t_hit, s_hit, apogee, np.array(path).reshape(-1, 3)
+        path = [_rotate_z(x, y, z, -_W * tp) for tp, x, y, z in path]
+        path.append(tuple(s_hit[0, :3].tolist()))
+    return t_hit, s_hit, apogee, np.array(path, dtype=float).reshape(-1, 3)
+
+
+def _rotate_z(x: float, y: float, z: float, angle: float) -> tuple[float, float, float]:
+    c, s = math.cos(angle), math.sin(angle)
+    return c * x - s * y, s * x + c * y, z
+
+
+def _inertial_to_ecef(s: NDArray, t_s: NDArray) -> NDArray:
+    """(n, 6) inertial states at times ``t_s`` (n,) after the start to ECEF."""
+    c, sn = np.cos(_W * t_s), np.sin(_W * t_s)
+    x, y, z, vx, vy, vz = s.T
+    # ECEF velocity in inertial axes (v - omega x r), then both rotated by -omega t
+    gx, gy = vx + _W * y, vy - _W * x
+    return np.stack([c * x + sn * y, c * y - sn * x, z, c * gx + sn * gy, c * gy - sn * gx, vz], axis=1)
 
 
 def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: NDArray | float) -> NDArray:
@@ -354,12 +421,13 @@ def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: NDArray | float) -> ND
     of length h (scalar or one per row)."""
     u = u[:, None]
     h = np.asarray(h, dtype=float).reshape(-1, 1)
-    h00 = 2 * u**3 - 3 * u**2 + 1
-    h10 = u**3 - 2 * u**2 + u
-    h01 = -2 * u**3 + 3 * u**2
-    h11 = u**3 - u**2
-    pos = h00 * a[:, :3] + h10 * h * a[:, 3:] + h01 * b[:, :3] + h11 * h * b[:, 3:]
-    vel = (1 - u) * a[:, 3:] + u * b[:, 3:]
+    u2 = u * u
+    u3 = u2 * u
+    h01 = 3.0 * u2 - 2.0 * u3
+    h10 = (u3 - 2.0 * u2 + u) * h
+    h11 = (u3 - u2) * h
+    pos = (1.0 - h01) * a[:, :3] + h10 * a[:, 3:] + h01 * b[:, :3] + h11 * b[:, 3:]
+    vel = (1.0 - u) * a[:, 3:] + u * b[:, 3:]
     return np.concatenate([pos, vel], axis=1)
 
 
