@@ -318,3 +318,33 @@ def test_a_real_report_dated_far_ahead_of_the_relay_clock_does_not_end_a_coastin
         alerts += engine.tick(t_last + k * NS)
     lost = AlertKind.TRACK_LOST in [a.kind for a in alerts if a.event_id == event.event_id]
     assert lost == (mode == "SIMULATED")
+
+
+def test_memoised_impact_area_and_land_tests_give_regions_answers(monkeypatch):
+    # The engine skips polygon tests outside the land rings' boxes and reuses an impact area
+    # within the radius where no rule's comparison can change; along random walks over the
+    # coasts, median lines and 200 nmi limits around Japan and Korea both give exactly what
+    # ``regions`` says.
+    from warnshare import regions
+    from warnshare.fusion import engine as eng
+
+    rng = np.random.default_rng(5)
+    reused = 0
+    for _ in range(12):
+        lat, lon = rng.uniform(30.0, 45.0), rng.uniform(125.0, 145.0)
+        memo = None
+        step = float(rng.choice([0.01, 0.05, 0.2]))
+        for _ in range(25):
+            lat += step * rng.normal()
+            lon += step * rng.normal()
+            area, new_memo = eng._impact_area(lat, lon, memo)
+            reused += new_memo is memo
+            memo = new_memo
+            assert area == regions.impact_area(round(lat, 3), round(lon, 3)), (lat, lon)
+            assert eng._territory_of(lat, lon) == regions.territory_of(lat, lon), (lat, lon)
+    assert reused > 0  # the memo is exercised, not only the full computation
+    # over Korea and Honshu, then out to sea: the same nations with the box filter as without
+    track = np.array([[35.0, 127.0, 90e3], [36.0, 133.0, 120e3], [37.0, 138.0, 110e3], [38.0, 143.0, 60e3]])
+    with_boxes = eng._overflown(track)
+    monkeypatch.setattr(eng, "_in_boxes", lambda lat, lon: np.ones(len(lat), dtype=bool))
+    assert with_boxes == eng._overflown(track) == [Nation.JPN, Nation.KOR]

@@ -24,6 +24,7 @@ from warnshare.fusion.impact import (
     launch_from_boost,
     predict_impact,
 )
+from warnshare.geo import great_circle_distance_m
 from warnshare.protocol import (
     NATIONS,
     Alert,
@@ -190,6 +191,8 @@ class _Event:
     impact: GroundPoint | None = None
     impact_estimate: GroundEstimate | None = None
     impact_area: ImpactArea | None = None
+    #: (lat, lon, area, radius) of the last impact area computed (see ``_impact_area``)
+    area_memo: tuple | None = None
     issued_impact: GroundPoint | None = None
     issued_impact_area: ImpactArea | None = None
     issued_impact_alert_id: int = 0
@@ -771,7 +774,7 @@ class FusionEngine:
         event.impact = gp
         event.impact_estimate = _ground(gp.time_ns, gp.lat_deg, gp.lon_deg, gp.semi_major_m,
                                         gp.semi_minor_m, gp.orientation_deg, gp.time_sigma_s)
-        event.impact_area = _impact_area(round(gp.lat_deg, 3), round(gp.lon_deg, 3))
+        event.impact_area, event.area_memo = _impact_area(gp.lat_deg, gp.lon_deg, event.area_memo)
         self._assess(event)
         return True
 
@@ -780,8 +783,6 @@ class FusionEngine:
         apogee = max(event.max_alt_m, event.orbit_apogee_m, gp.apogee_m if gp is not None else 0.0)
         rng, flight = 0.0, 0.0
         if gp is not None and event.launch is not None:
-            from warnshare.geo import great_circle_distance_m
-
             rng = great_circle_distance_m(event.launch.lat_deg, event.launch.lon_deg, gp.lat_deg, gp.lon_deg)
             flight = (gp.time_ns - event.launch.time_ns) / _NS
         event.assessment = _construct(
@@ -854,7 +855,7 @@ class FusionEngine:
             out.append(alert)
         st = event.state
         if st.alt_m > _OVERFLIGHT_MIN_ALT_M:
-            here = regions.territory_of(st.lat_deg, st.lon_deg)
+            here = _territory_of(st.lat_deg, st.lon_deg)
             if here is not None:
                 event.overflown.add(here)
         # nations already flown over stay; the rest of the prediction adds the ones ahead
@@ -978,11 +979,75 @@ def _ground(t: int, lat: float, lon: float, a: float, b: float, orient: float, t
     )
 
 
+# -- where a point is, with work skipped where the answer is already known. Every shortcut
+# below gives exactly ``regions``' answer (tests/test_fusion_engine.py compares them).
+
+#: A point of a land boundary is within ~1 km of a coast vertex (coasts are densified to
+#: <= 2 km), so a point farther than this from every vertex cannot cross the boundary.
+_COAST_SLACK_M = 1_500.0
+
+
+@lru_cache(maxsize=1)
+def _land_boxes() -> NDArray:
+    """(k, 4) lon/lat boxes (lon_min, lon_max, lat_min, lat_max) of every JPN and KOR land
+    ring: a point in none of them is on no JPN or KOR land (``regions`` tests the same boxes
+    before its polygons)."""
+    polys = regions.land_polygons_cached()
+    rings = [r for code in ("JPN", "KOR") for r in polys.get(code, ())]
+    return np.array([(r[:, 0].min(), r[:, 0].max(), r[:, 1].min(), r[:, 1].max()) for r in rings]).reshape(-1, 4)
+
+
+def _in_boxes(lat: NDArray, lon: NDArray) -> NDArray:
+    """Per point, whether it lies in some JPN/KOR land ring's box."""
+    b = _land_boxes()
+    lon, lat = lon[:, None], lat[:, None]
+    return ((lon >= b[:, 0]) & (lon <= b[:, 1]) & (lat >= b[:, 2]) & (lat <= b[:, 3])).any(axis=1)
+
+
+def _territory_of(lat_deg: float, lon_deg: float) -> str | None:
+    """``regions.territory_of`` without its polygon tests for points in no land box."""
+    if not _in_boxes(np.array([lat_deg]), np.array([lon_deg]))[0]:
+        return None
+    return regions.territory_of(lat_deg, lon_deg)
+
+
 @lru_cache(maxsize=4096)
-def _impact_area(lat_deg: float, lon_deg: float) -> ImpactArea:
-    """``regions.impact_area`` on a 0.001 degree (~100 m) grid, memoised: successive predictions
-    of one missile fall close together. Pure, so the cache cannot change an alert."""
-    return regions.impact_area(lat_deg, lon_deg)
+def _area_and_radius(lat_deg: float, lon_deg: float) -> tuple[ImpactArea, float]:
+    """``regions.impact_area`` (the same rules, from the same distances) and a radius (m)
+    within which the answer cannot change: coast distances move by at most the distance
+    moved, so every comparison the rules make holds while the point stays closer than its
+    margin (half of it for a comparison of two distances)."""
+    dj = regions.coast_distance_m("JPN", lat_deg, lon_deg)
+    dk = regions.coast_distance_m("KOR", lat_deg, lon_deg)
+    radius = min(dj, dk) - _COAST_SLACK_M
+    land = _territory_of(lat_deg, lon_deg)
+    if land == "JPN":
+        return ImpactArea.JPN_TERRITORY, radius
+    if land == "KOR":
+        return ImpactArea.KOR_TERRITORY, radius
+    ts, eez = regions.TERRITORIAL_SEA_M, regions.EEZ_M
+    radius = min(radius, abs(dj - ts), abs(dk - ts), 0.5 * abs(dj - dk))
+    if dj <= ts and dj <= dk:
+        return ImpactArea.JPN_TERRITORY, radius
+    if dk <= ts:
+        return ImpactArea.KOR_TERRITORY, radius
+    if dj > eez:
+        return ImpactArea.OUTSIDE, min(radius, dj - eez)
+    others = [regions.coast_distance_m(n, lat_deg, lon_deg) for n in regions.EEZ_NEIGHBOURS]
+    radius = min(radius, eez - dj, *(0.5 * abs(dj - d) for d in others))
+    return (ImpactArea.JPN_EEZ if all(dj <= d for d in others) else ImpactArea.OUTSIDE), radius
+
+
+def _impact_area(lat_deg: float, lon_deg: float, memo: tuple | None) -> tuple[ImpactArea, tuple]:
+    """The impact area of a fall point, on a 0.001 degree (~100 m) grid, and the memo to pass
+    next time: (lat, lon, area, radius) of the last point computed. Successive predictions of
+    one missile fall close together, mostly well inside the last point's radius."""
+    lat, lon = round(lat_deg, 3), round(lon_deg, 3)
+    # 1 m for the round-off of the distances
+    if memo is not None and great_circle_distance_m(memo[0], memo[1], lat, lon) + 1.0 < memo[3]:
+        return memo[2], memo
+    area, radius = _area_and_radius(lat, lon)
+    return area, (lat, lon, area, radius)
 
 
 def _overflown(track: NDArray, min_alt_m: float = 50_000.0) -> list[Nation]:
@@ -997,6 +1062,8 @@ def _overflown(track: NDArray, min_alt_m: float = 50_000.0) -> list[Nation]:
         keep = al0 + u * (al1 - al0) > min_alt_m
         pts.append(np.stack([la0 + u * (la1 - la0), lo0 + u * (lo1 - lo0)], axis=1)[keep])
     pts_a = np.concatenate(pts)
+    # only points in a land box can be on land
+    pts_a = pts_a[_in_boxes(pts_a[:, 0], pts_a[:, 1])] if len(pts_a) else pts_a
     if len(pts_a) == 0:
         return []
     found = set(regions.territories(pts_a[:, 0], pts_a[:, 1]).tolist())
