@@ -80,15 +80,15 @@ def optimal_weights(infos: NDArray) -> NDArray:
     chol = _cholesky((grid @ infos.reshape(m, 36)).reshape(-1, 6, 6))
     # half the log-determinant; a combination that is not positive definite (by round-off
     # only) comes back as NaN
-    half = np.log(chol.diagonal(axis1=1, axis2=2)).sum(axis=1)
-    half[np.isnan(half)] = -np.inf
+    half = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)
+    half[half != half] = -np.inf
     # Ties (proportional covariances give a flat or near-flat optimum) go to the most even
     # weights: as consistent as any, and they average independent parts of the errors.
     # (1e-3 of log-determinant.)
-    near = half >= half.max() - 0.5e-3
-    best = int(np.argmin(np.where(near, spread, np.inf)))
+    near = half >= np.maximum.reduce(half) - 0.5e-3
+    best = int(np.where(near, spread, np.inf).argmin())
     w = grid[best].copy()
-    if m == 2 and 0 < best < len(grid) - 1 and near.sum() == 1:
+    if m == 2 and 0 < best < len(grid) - 1 and np.count_nonzero(near) == 1:
         # the parabola's vertex does not depend on the scale of the log-determinant
         f0, f1, f2 = half[best - 1], half[best], half[best + 1]
         denom = f0 - 2.0 * f1 + f2
@@ -138,6 +138,15 @@ def fuse_weighted(infos: NDArray, weights: NDArray, wx: NDArray) -> tuple[NDArra
     m = len(weights)
     p = inv_unchecked(np.dot(weights, infos.reshape(m, 36)).reshape(6, 6))
     return np.dot(p, np.dot(wx, infos.reshape(6 * m, 6))), p
+
+
+def fuse_scaled(winfos: NDArray, xs: NDArray) -> tuple[NDArray, NDArray]:
+    """CI from the weighted information matrices w_i I_i (m, 6, 6) (the inverses of the
+    covariances divided by their weights) and the states (6m,) stacked: (state, covariance).
+    Sums are one reduction and one product; no check (a singular input gives NaNs)."""
+    m = len(winfos)
+    p = inv_unchecked(np.add.reduce(winfos.reshape(m, 36), axis=0).reshape(6, 6))
+    return np.dot(p, np.dot(xs, winfos.reshape(6 * m, 6))), p
 
 
 def fuse_independent(xs: NDArray, covs: NDArray) -> tuple[NDArray, NDArray]:

@@ -187,10 +187,13 @@ def covariance_basis(upper: list[float], q_accel: float) -> NDArray:
     return (np.array([*upper, q_accel]) @ _BASIS_MAP).reshape(6, 36)
 
 
-def basis_coefficients(dt: float) -> tuple[float, float, float, float, float, float]:
-    """The six coefficients of ``covariance_basis`` for a prediction by ``dt`` seconds."""
+def basis_coefficients(dt: float, scale: float = 1.0) -> tuple[float, float, float, float, float, float]:
+    """The six coefficients of ``covariance_basis`` for a prediction by ``dt`` seconds, all
+    multiplied by ``scale`` (a scaled covariance)."""
     a = abs(dt)
-    return (1.0, dt, dt * dt, a * a * a / 3.0, 0.5 * dt * a, a)
+    if scale == 1.0:
+        return (1.0, dt, dt * dt, a * a * a / 3.0, 0.5 * dt * a, a)
+    return (scale, scale * dt, scale * dt * dt, scale * a * a * a / 3.0, scale * 0.5 * dt * a, scale * a)
 
 
 def predict_from_bases(bases: NDArray, coefs: NDArray) -> NDArray:

@@ -151,6 +151,8 @@ class _Member:
     misfit: int = 0
     #: Left its event for disagreeing with the other nations; not yet placed again.
     orphan: bool = False
+    #: (nation, track_number), the member's key
+    key: tuple = ()
 
 
 @dataclass(slots=True)
@@ -173,6 +175,7 @@ class _Event:
     launch_alert_id: int = 0
     contributors: set = field(default_factory=set)
     nations: list[Nation] = field(default_factory=list)
+    nations_text: str = ""
     releasable: list[Nation] = field(default_factory=list)
     rel_key: tuple = ()
     quality: int = 0
@@ -265,6 +268,7 @@ class FusionEngine:
                 tuple(report.releasable_to), report.track_quality, report.boosting,
                 report.flight_phase, report.launch_estimate, report.data_mode,
             )
+            member.key = key
             self._members[key] = member
         else:
             member.x, member.p, member.tov_ns, member.received_ns = x, p, tov, received_ns
@@ -629,25 +633,26 @@ class FusionEngine:
         oldest = t_ns - self._stale_ns
         live = [m for m in members if m.tov_ns >= oldest] or list(members)
         n = len(live)
-        # numbers for one np.array call: the block-diagonal (n, 6n) basis coefficients, then
-        # the states predicted to t_ns (weighted by the CI weights when these are known)
+        ci_rule = n > 1 and self.config.fusion_rule != "independent"
+        # CI weights of this member set, if optimised lately. Then each member's covariance is
+        # divided by its weight before the inversion, which gives w_i I_i at no cost, and a
+        # member with weight 0 is left out of the arithmetic (it contributes nothing).
+        scales = None
+        if ci_rule:
+            key = tuple([m.key for m in live])
+            cached = event.weights.get(key)
+            if cached is not None and t_ns - cached[1] < self._reweight_ns:
+                scales = cached[2]
+        used_n = n if scales is None else n - scales.count(0.0)
+        # numbers for one np.array call: the block-diagonal (used_n, 6 used_n) basis
+        # coefficients, then the states predicted to t_ns
         coefs: list[float] = []
         states: list[float] = []
-        keys, rel_key = [], []
+        used, rel_key = [], []
         quality, boosting, rank, phase = 0, False, -1, FlightPhase.UNKNOWN
-        pad = _ZEROS6 * (n - 1)
+        pad = _ZEROS6 * (used_n - 1)
+        j = 0
         for i, m in enumerate(live):
-            d = t_ns - m.tov_ns
-            coefs += pad[: 6 * i]
-            if d:
-                dt = d / _NS
-                coefs += dynamics.basis_coefficients(dt)
-                states += dynamics.predict_state(m.x, dt)
-            else:
-                coefs += _NO_PREDICTION
-                states += m.x
-            coefs += pad[6 * i :]
-            keys.append((m.nation, m.track_number))
             rel_key.append((m.nation, m.releasable))
             if m.quality > quality:
                 quality = m.quality
@@ -655,36 +660,40 @@ class FusionEngine:
             r = _PHASE_RANK.get(m.phase, -1)
             if r > rank:
                 rank, phase = r, m.phase
+            sc = 1.0 if scales is None else scales[i]
+            if not sc:
+                continue
+            d = t_ns - m.tov_ns
+            coefs += pad[: 6 * j]
+            if d:
+                dt = d / _NS
+                coefs += dynamics.basis_coefficients(dt, sc)
+                states += dynamics.predict_state(m.x, dt)
+            else:
+                coefs += _NO_PREDICTION if sc == 1.0 else (sc, 0.0, 0.0, 0.0, 0.0, 0.0)
+                states += m.x
+            coefs += pad[6 * j :]
+            used.append(m)
+            j += 1
         if n == 1 and live[0].tov_ns == t_ns:
             x, p = np.array(states), live[0].p
         else:
-            k = 6 * n * n
-            cached = None
-            if n > 1 and self.config.fusion_rule != "independent":
-                key = tuple(keys)
-                cached = event.weights.get(key)
-                if cached is not None and t_ns - cached[1] >= self._reweight_ns:
-                    cached = None
-                if cached is not None:
-                    # weighted states for the information vector, in Python: no numpy call
-                    ws = cached[2]
-                    states = [ws[j // 6] * v for j, v in enumerate(states)]
+            k = 6 * used_n * used_n
             flat = np.array(coefs + states)
-            bases = np.array([m.basis for m in live]).reshape(6 * n, 36)
-            ps = np.dot(flat[:k].reshape(n, 6 * n), bases).reshape(n, 6, 6)
+            bases = np.array([m.basis for m in used]).reshape(6 * used_n, 36)
+            ps = np.dot(flat[:k].reshape(used_n, 6 * used_n), bases).reshape(used_n, 6, 6)
+            xs = flat[k:]
             if n == 1:
-                x, p = flat[k:], ps[0]
-            elif self.config.fusion_rule == "independent":
-                x, p = ci.fuse_independent(flat[k:].reshape(n, 6), ps)
+                x, p = xs, ps[0]
+            elif not ci_rule:
+                x, p = ci.fuse_independent(xs.reshape(n, 6), ps)
+            elif scales is not None:
+                x, p = ci.fuse_scaled(ci.inv_unchecked(ps), xs)
             else:
                 infos = ci.inv_unchecked(ps)
-                if cached is None:
-                    w = ci.optimal_weights(infos)
-                    event.weights[key] = cached = (w, t_ns, w.tolist())
-                    wx = flat[k:] * np.repeat(w, 6)
-                else:
-                    wx = flat[k:]
-                x, p = ci.fuse_weighted(infos, cached[0], wx)
+                w = ci.optimal_weights(infos)
+                event.weights[key] = (w, t_ns, [1.0 / v if v > 0.0 else 0.0 for v in w.tolist()])
+                x, p = ci.fuse_weighted(infos, w, xs * np.repeat(w, 6))
         xl = x.tolist()
         cov = p.take(_IU_FLAT).tolist()
         if not math.isfinite(sum(cov) + sum(xl)):
@@ -699,6 +708,7 @@ class FusionEngine:
             nations = {m.nation for m in live}
             event.contributors |= nations
             event.nations = [n for n in NATIONS if n in nations]
+            event.nations_text = ",".join(event.nations)
             rel = set(NATIONS)
             for m in live:
                 rel &= set(m.releasable)
@@ -929,9 +939,12 @@ class FusionEngine:
         )
 
     def _update_text(self, e: _Event) -> str:
+        # one f-string (``_latlon`` written out): this text goes with every report
         s = e.state
-        return (f"TRACK_UPDATE event {e.event_id}: {_latlon(s.lat_deg, s.lon_deg)} alt {s.alt_m / 1000:.0f} km "
-                f"{s.speed_mps / 1000:.1f} km/s {s.flight_phase.value} ({','.join(e.nations)})")
+        lat, lon = s.lat_deg, s.lon_deg
+        return (f"TRACK_UPDATE event {e.event_id}: {abs(lat):.2f}{'N' if lat >= 0 else 'S'} "
+                f"{abs(lon):.2f}{'E' if lon >= 0 else 'W'} alt {s.alt_m / 1000:.0f} km "
+                f"{s.speed_mps / 1000:.1f} km/s {s.flight_phase.value} ({e.nations_text})")
 
     def _launch_text(self, e: _Event) -> str:
         if e.launch is None:
