@@ -145,15 +145,20 @@ _Q_BASIS = np.stack(
 ).reshape(3, 36)
 
 
-# ------------------------------------------------------------------ per-track covariance basis
+# ------------------------------------------------------------------ covariance prediction as one product
 #
 # The predicted covariance of one track is a fixed combination of six matrices with scalar
 # coefficients in dt: P(dt) = P + dt (N P + P N') + dt^2 N P N' + q (|dt|^3/3 Qpp
-# + dt |dt|/2 Qpv + |dt| Qvv). The six matrices depend only on the report (its covariance and
-# its acceleration noise), so they are built once per report (one matmul with a constant map)
-# and every later prediction of that track, to whatever time, is one small matmul.
+# + dt |dt|/2 Qpv + |dt| Qvv), and each of the six is linear in the report's numbers (the 21 of
+# the covariance's upper triangle and q). So P(dt) is a constant (132, 36) map applied to the
+# outer product of the six coefficients with those 22 numbers: predicting any number of
+# tracks, to any times, is one multiplication and one product, and nothing is built per report.
 
 _IU = np.triu_indices(6)
+#: the upper triangle's (row-major) index of each cell of a full 6x6 matrix
+_FULL_FROM_UPPER = np.array(
+    [next(k for k in range(21) if (_IU[0][k], _IU[1][k]) == (min(r, c), max(r, c))) for r in range(6) for c in range(6)]
+)
 
 
 def _cov_terms(p: NDArray, q: float) -> NDArray:
@@ -167,39 +172,42 @@ def _cov_terms(p: NDArray, q: float) -> NDArray:
     return t
 
 
-def _basis_map() -> NDArray:
-    """Constant (22, 216) linear map from (upper triangle of P, q) to the six terms."""
-    rows = []
-    for k in range(21):
+def _prediction_map() -> NDArray:
+    """(6 * 22, 36): row (k, j) is term k of a track whose j-th number (21 upper-triangle
+    cells, then q) is 1 and the others 0."""
+    per_input = []
+    for j in range(21):
         p = np.zeros((6, 6))
-        p[_IU[0][k], _IU[1][k]] = p[_IU[1][k], _IU[0][k]] = 1.0
-        rows.append(_cov_terms(p, 0.0).ravel())
-    rows.append(_cov_terms(np.zeros((6, 6)), 1.0).ravel())
-    return np.array(rows)
+        p[_IU[0][j], _IU[1][j]] = p[_IU[1][j], _IU[0][j]] = 1.0
+        per_input.append(_cov_terms(p, 0.0).reshape(6, 36))
+    per_input.append(_cov_terms(np.zeros((6, 6)), 1.0).reshape(6, 36))
+    return np.stack(per_input, axis=1).reshape(6 * 22, 36)
 
 
-_BASIS_MAP = _basis_map()
-
-
-def covariance_basis(upper: list[float], q_accel: float) -> NDArray:
-    """(6, 36) prediction basis of a track from its covariance's upper triangle (row-major, 21
-    numbers) and its acceleration noise; row 0 is the covariance itself, flattened."""
-    return (np.array([*upper, q_accel]) @ _BASIS_MAP).reshape(6, 36)
+_PREDICTION_MAP = _prediction_map()
 
 
 def basis_coefficients(dt: float, scale: float = 1.0) -> tuple[float, float, float, float, float, float]:
-    """The six coefficients of ``covariance_basis`` for a prediction by ``dt`` seconds, all
-    multiplied by ``scale`` (a scaled covariance)."""
+    """The six coefficients of the predicted covariance for a prediction by ``dt`` seconds,
+    all multiplied by ``scale`` (a scaled covariance)."""
     a = abs(dt)
     if scale == 1.0:
         return (1.0, dt, dt * dt, a * a * a / 3.0, 0.5 * dt * a, a)
     return (scale, scale * dt, scale * dt * dt, scale * a * a * a / 3.0, scale * 0.5 * dt * a, scale * a)
 
 
-def predict_from_bases(bases: NDArray, coefs: NDArray) -> NDArray:
-    """Covariances (m, 6, 6) from bases (m, 6, 36) and coefficients (m, 6): one matmul."""
-    m = len(coefs)
-    return (coefs.reshape(m, 1, 6) @ bases).reshape(m, 6, 6)
+def predicted_covariances(coefs: NDArray, numbers: NDArray) -> NDArray:
+    """Covariances (m, 6, 6) of m tracks from their coefficients (m, 6) (``basis_coefficients``)
+    and their numbers (m, 22) (the covariance's upper triangle, row-major, then q), either
+    flat or 2-D."""
+    m = coefs.size // 6
+    outer = coefs.reshape(m, 6, 1) * numbers.reshape(m, 1, 22)
+    return np.dot(outer.reshape(m, 132), _PREDICTION_MAP).reshape(m, 6, 6)
+
+
+def covariance_from_upper(upper: list[float]) -> NDArray:
+    """The full (6, 6) covariance from its upper triangle (row-major, 21 numbers; more are ignored)."""
+    return np.array(upper[:21])[_FULL_FROM_UPPER].reshape(6, 6)
 
 
 # ------------------------------------------------------------------ batched propagation

@@ -47,18 +47,25 @@ _IU = np.triu_indices(6)
 _IU_FLAT = np.ravel_multi_index(_IU, (6, 6))
 #: basis coefficients of a member valid at the fused time (``dynamics.basis_coefficients(0)``)
 _NO_PREDICTION = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-_ZEROS6 = [0.0] * 6
 #: the latest phase any live member reports wins
 _PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
 _set = object.__setattr__
 
 
+_new = object.__new__
+_FIELD_NAMES: dict[type, frozenset] = {}
+
+
 def _construct(cls, **fields):
     """A pydantic model from already-valid fields, every field given (what ``model_construct``
     does, minus its per-field default and alias handling, which costs microseconds per alert)."""
-    m = cls.__new__(cls)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
+    m = _new(cls)
     _set(m, "__dict__", fields)
-    _set(m, "__pydantic_fields_set__", set(fields))
+    # a copy of a frozen set of the same names is cheaper than a set of the dict's keys
+    _set(m, "__pydantic_fields_set__", set(names) if len(names) == len(fields) else set(fields))
     _set(m, "__pydantic_extra__", None)
     _set(m, "__pydantic_private__", None)
     return m
@@ -136,11 +143,12 @@ class _Member:
     track_number: int
     event_id: int
     x: list[float]
-    p: NDArray
+    #: the report's covariance (6, 6), built when first needed (see ``_cov``)
+    p: NDArray | None
     tov_ns: int
-    #: (6, 36) covariance prediction basis of this report (``dynamics.covariance_basis``);
-    #: ``p`` is a view of its first row.
-    basis: NDArray
+    #: the covariance's upper triangle (21 numbers) then the acceleration noise q: what
+    #: ``dynamics.predicted_covariances`` predicts the covariance from
+    numbers: list[float]
     received_ns: int
     releasable: tuple[Nation, ...]
     quality: int
@@ -260,19 +268,18 @@ class FusionEngine:
                 del self._members[key]
             return out
         x = [*report.position_ecef_m, *report.velocity_ecef_mps]
-        basis = dynamics.covariance_basis(report.covariance, self._q(report.boosting, x))
-        p = basis[0].reshape(6, 6)
+        numbers = [*report.covariance, self._q(report.boosting, x)]
         if member is None:
             member = _Member(
-                report.nation, report.track_number, 0, x, p, tov, basis, received_ns,
+                report.nation, report.track_number, 0, x, None, tov, numbers, received_ns,
                 tuple(report.releasable_to), report.track_quality, report.boosting,
                 report.flight_phase, report.launch_estimate, report.data_mode,
             )
             member.key = key
             self._members[key] = member
         else:
-            member.x, member.p, member.tov_ns, member.received_ns = x, p, tov, received_ns
-            member.basis = basis
+            member.x, member.p, member.tov_ns, member.received_ns = x, None, tov, received_ns
+            member.numbers = numbers
             member.releasable = tuple(report.releasable_to)
             member.quality, member.boosting, member.phase = report.track_quality, report.boosting, report.flight_phase
             if report.launch_estimate is not None:
@@ -409,7 +416,7 @@ class FusionEngine:
         # coverage (minutes) is hundreds of km uncertain, and its re-acquired tracks must gate
         if float(np.linalg.norm(xm[:3] - xe[:3])) > 50_000.0 + 6.0 * math.sqrt(float(np.trace(pe[:3, :3]))):
             return association.FORBIDDEN
-        pm = dynamics.predict_covariance(member.p, dt_m, self._q(member.boosting, member.x))
+        pm = dynamics.predict_covariance(_cov(member), dt_m, self._q(member.boosting, member.x))
         return association.mahalanobis2(xm - xe, pm + pe + self._gate_bias)
 
     def _new_event(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
@@ -546,7 +553,7 @@ class FusionEngine:
         d2 = (xm[0] - x[0]) ** 2 + (xm[1] - x[1]) ** 2 + (xm[2] - x[2]) ** 2
         if d2 > (50_000.0 + 6.0 * math.sqrt(float(p[0, 0] + p[1, 1] + p[2, 2]))) ** 2:
             return association.FORBIDDEN
-        pm = dynamics.predict_covariance(m.p, dt, self._q(m.boosting, m.x))
+        pm = dynamics.predict_covariance(_cov(m), dt, self._q(m.boosting, m.x))
         return association.mahalanobis2(np.array(xm) - x, pm + p + self._gate_bias)
 
     def _merge_duplicates(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
@@ -611,13 +618,13 @@ class FusionEngine:
         """States (m, 6) and covariances (m, 6, 6) of members moved to ``t_ns``."""
         if len(members) == 1 and members[0].tov_ns == t_ns:
             m = members[0]
-            return np.array([m.x]), m.p[None]
+            return np.array([m.x]), _cov(m)[None]
         coefs, xs = [], []
         for m in members:
             dt = (t_ns - m.tov_ns) / _NS
             coefs.append(dynamics.basis_coefficients(dt))
             xs.append(dynamics.predict_state(m.x, dt) if dt else m.x)
-        ps = dynamics.predict_from_bases(np.array([m.basis for m in members]), np.array(coefs))
+        ps = dynamics.predicted_covariances(np.array(coefs), np.array([m.numbers for m in members]))
         return np.array(xs), ps
 
     def _update_event(self, event: _Event, t_ns: int, hops: tuple, received_ns: int) -> None:
@@ -643,15 +650,13 @@ class FusionEngine:
             cached = event.weights.get(key)
             if cached is not None and t_ns - cached[1] < self._reweight_ns:
                 scales = cached[2]
-        used_n = n if scales is None else n - scales.count(0.0)
-        # numbers for one np.array call: the block-diagonal (used_n, 6 used_n) basis
-        # coefficients, then the states predicted to t_ns
+        # numbers for one np.array call: per member used, its six prediction coefficients,
+        # then its covariance's numbers, then its state predicted to t_ns
         coefs: list[float] = []
+        numbers: list[float] = []
         states: list[float] = []
         used, rel_key = [], []
         quality, boosting, rank, phase = 0, False, -1, FlightPhase.UNKNOWN
-        pad = _ZEROS6 * (used_n - 1)
-        j = 0
         for i, m in enumerate(live):
             rel_key.append((m.nation, m.releasable))
             if m.quality > quality:
@@ -664,7 +669,6 @@ class FusionEngine:
             if not sc:
                 continue
             d = t_ns - m.tov_ns
-            coefs += pad[: 6 * j]
             if d:
                 dt = d / _NS
                 coefs += dynamics.basis_coefficients(dt, sc)
@@ -672,17 +676,16 @@ class FusionEngine:
             else:
                 coefs += _NO_PREDICTION if sc == 1.0 else (sc, 0.0, 0.0, 0.0, 0.0, 0.0)
                 states += m.x
-            coefs += pad[6 * j :]
+            numbers += m.numbers
             used.append(m)
-            j += 1
         if n == 1 and live[0].tov_ns == t_ns:
-            x, p = np.array(states), live[0].p
+            x, p = np.array(states), _cov(live[0])
         else:
-            k = 6 * used_n * used_n
-            flat = np.array(coefs + states)
-            bases = np.array([m.basis for m in used]).reshape(6 * used_n, 36)
-            ps = np.dot(flat[:k].reshape(used_n, 6 * used_n), bases).reshape(used_n, 6, 6)
-            xs = flat[k:]
+            used_n = len(used)
+            flat = np.array(coefs + numbers + states)
+            k = 6 * used_n
+            ps = dynamics.predicted_covariances(flat[:k], flat[k : 28 * used_n])
+            xs = flat[28 * used_n :]
             if n == 1:
                 x, p = xs, ps[0]
             elif not ci_rule:
@@ -990,6 +993,14 @@ def _ground(t: int, lat: float, lon: float, a: float, b: float, orient: float, t
         time_ns=t, lat_deg=lat, lon_deg=lon, semi_major_m=a, semi_minor_m=b,
         orientation_deg=orient, time_sigma_s=tsig,
     )
+
+
+def _cov(m: _Member) -> NDArray:
+    """A member's covariance (6, 6), built from its report's numbers when first needed."""
+    p = m.p
+    if p is None:
+        p = m.p = dynamics.covariance_from_upper(m.numbers)
+    return p
 
 
 # -- where a point is, with work skipped where the answer is already known. Every shortcut
