@@ -304,8 +304,23 @@ def summarize(results: Sequence[RunResult], systems: Sequence[str]) -> dict[str,
     skew = _skew_block(results)
     if skew:
         summary["clock_skew"] = skew
+    hops = {}
+    for scenario in ("rate1000_subs100", "rate100_subs10"):
+        run = next((r for r in results if r.ok and r.hops and r.spec.system == "relay"
+                    and r.spec.scenario == scenario and r.spec.repeat == 0), None)
+        if run is not None:
+            hops[scenario] = {"p99_ms": run.p99_ms, "p50_ms": run.percentiles_ms.get("p50"),
+                              **_hops_over_nations(run.hops)}
+    if hops:
+        summary["relay_hops_ms"] = hops
     summary["systems"] = list(systems)
     return summary
+
+
+def _hops_over_nations(hops: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each hop's p50 and p99 (ms), the median over the source nations."""
+    keys = [k for k in next(iter(hops.values()), {}) if k.endswith("_ms")]
+    return {k: statistics.median(h[k] for h in hops.values() if k in h) for k in keys}
 
 
 def _skew_block(results: Sequence[RunResult]) -> dict[str, Any] | None:

@@ -223,6 +223,15 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             measured,
             _fmt(sk["met"]),
         ))
+    for scenario, h in summary.get("relay_hops_ms", {}).items():
+        out.append((
+            f"Where the time goes ({scenario}, repeat 1): hops read off the relay's alerts",
+            "(reference)",
+            f"node send -> relay receive p50 {h['uplink_p50_ms']:.2f} / p99 {h['uplink_p99_ms']:.2f} ms; "
+            f"relay receive -> fused (validation, fusion) p50 {h['relay_p50_ms']:.2f} / p99 {h['relay_p99_ms']:.2f} ms; "
+            f"end to end p50 {_fmt(h['p50_ms'])} / p99 {_fmt(h['p99_ms'])} ms",
+            "-",
+        ))
     for scenario, by_system in summary.get("cold_start_ms", {}).items():
         relay = by_system.get("relay")
         tcp = by_system.get("tcp")

@@ -74,7 +74,7 @@ class RelayConfig:
     ring_size: int = 50_000
     #: Frames a second to all queued subscribers together (those behind, or on a server stack
     #: without direct writes): past it, their alerts coalesce into larger frames.
-    frames_per_s: float = 10_000.0
+    frames_per_s: float = 25_000.0
     #: Write frames straight to the subscribers' transports when uvicorn's websockets-sansio
     #: serves them (one frame built once for all); False: every frame through ASGI.
     direct_writes: bool = True
@@ -120,6 +120,9 @@ class RelayMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # the labelled children used per report and per alert, looked up once
+        self._by_kind: dict[Any, Any] = {}
+        self._by_nation: dict[Any, Any] = {}
         self.reports = Counter(
             "warnshare_reports_accepted", "Reports accepted", ["nation"], registry=r
         )
@@ -181,6 +184,19 @@ class RelayMetrics:
         )
 
 
+    def alert_count(self, kind: Any) -> Any:
+        child = self._by_kind.get(kind)
+        if child is None:
+            child = self._by_kind[kind] = self.alerts.labels(kind.value)
+        return child
+
+    def report_count(self, nation: Any) -> Any:
+        child = self._by_nation.get(nation)
+        if child is None:
+            child = self._by_nation[nation] = self.reports.labels(nation.value)
+        return child
+
+
 class Relay:
     """The relay's state: one engine, one hub, the node links, the journal, metrics."""
 
@@ -232,7 +248,7 @@ class Relay:
                     alerts=encoded,
                 )
             self.hub.fan_out(encoded)
-            self.metrics.reports.labels(link.nation.value).inc(len(accepted.reports))
+            self.metrics.report_count(link.nation).inc(len(accepted.reports))
         if accepted.duplicates:
             self.metrics.duplicates.inc(accepted.duplicates)
         self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
@@ -267,7 +283,7 @@ class Relay:
     def _stamp(self, alerts: list[Alert], fused_ns: int) -> list[EncodedAlert]:
         for a in alerts:
             a.hops.fused_ns = fused_ns
-            self.metrics.alerts.labels(a.kind.value).inc()
+            self.metrics.alert_count(a.kind).inc()
         return [EncodedAlert(a) for a in alerts]
 
     def tick(self) -> None:

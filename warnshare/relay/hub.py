@@ -215,7 +215,7 @@ class Hub:
         ring_size: int = 50_000,
         max_events_cached: int = 1000,
         older=None,
-        frames_per_s: float = 10_000.0,
+        frames_per_s: float = 25_000.0,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.max_events_cached = max_events_cached
