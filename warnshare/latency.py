@@ -53,6 +53,7 @@ class ClockOffsetEstimator:
         self._samples: deque[ClockSample] = deque(maxlen=window)
         self._best: ClockSample | None = None
         self._disagreeing = 0
+        self._suspect: ClockSample | None = None
         self.steps = 0
 
     def add(self, sample: ClockSample) -> None:
@@ -62,14 +63,19 @@ class ClockOffsetEstimator:
             and abs(sample.offset_ns - best.offset_ns) > self.STEP_NS + sample.rtt_ns + best.rtt_ns
         ):
             self._disagreeing += 1
-            if self._disagreeing >= 2:
-                last = self._samples[-1]
-                self._samples.clear()
-                self._samples.append(last)
-                self._disagreeing = 0
-                self.steps += 1
+            if self._disagreeing < 2:
+                # one odd sample could be a spike: held back (even with the smallest round
+                # trip) until the next one confirms a step
+                self._suspect = sample
+                return
+            self._samples.clear()
+            if self._suspect is not None:
+                self._samples.append(self._suspect)
+            self._disagreeing = 0
+            self.steps += 1
         else:
             self._disagreeing = 0
+        self._suspect = None
         self._samples.append(sample)
         self._best = min(self._samples, key=lambda s: s.rtt_ns)
 
