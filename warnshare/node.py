@@ -243,8 +243,11 @@ class NodePublisher:
 
     async def _sender(self, ws, synced: asyncio.Event) -> None:
         # Let the relay measure this link's clock offset before the first report crosses it.
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives as the event is set, and the sender then outlives its session forever
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(synced.wait(), 0.5)
+            async with asyncio.timeout(0.5):
+                await synced.wait()
         while True:
             if self._unsent >= len(self.outbox):
                 self._new.clear()
