@@ -31,8 +31,9 @@ try:  # the gufuncs behind np.linalg, without the ~4 us their error-state contex
         """Inverse of a (stack of) matrices; NaNs where singular (the caller checks)."""
         return _ul.inv(a, signature="d->d")
 
-    def _cholesky(a: NDArray) -> NDArray:
-        """Lower Cholesky factors of a stack; NaNs where a matrix is not positive definite."""
+    def cholesky(a: NDArray) -> NDArray:
+        """Lower Cholesky factor(s) of a (stack of) matrices; NaNs where one is not positive
+        definite (no exception, and no error-state context: the caller checks)."""
         return _ul.cholesky_lo(a, signature="d->d")
 except ImportError:  # pragma: no cover - other numpy layouts
     inv = np.linalg.inv
@@ -43,11 +44,11 @@ except ImportError:  # pragma: no cover - other numpy layouts
         except np.linalg.LinAlgError:
             return np.full(a.shape, np.nan)
 
-    def _cholesky(a: NDArray) -> NDArray:
+    def cholesky(a: NDArray) -> NDArray:
         out = np.full(a.shape, np.nan)
-        for i, m in enumerate(a):
+        for i, m in enumerate(a.reshape(-1, a.shape[-2], a.shape[-1])):
             try:
-                out[i] = np.linalg.cholesky(m)
+                out.reshape(-1, a.shape[-2], a.shape[-1])[i] = np.linalg.cholesky(m)
             except np.linalg.LinAlgError:
                 pass
         return out
@@ -77,7 +78,7 @@ def optimal_weights(infos: NDArray) -> NDArray:
     if m == 1:
         return np.ones(1)
     grid, spread = _GRIDS[m] if m in _GRIDS else _grid(m)
-    chol = _cholesky((grid @ infos.reshape(m, 36)).reshape(-1, 6, 6))
+    chol = cholesky((grid @ infos.reshape(m, 36)).reshape(-1, 6, 6))
     # half the log-determinant; a combination that is not positive definite (by round-off
     # only) comes back as NaN
     half = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)

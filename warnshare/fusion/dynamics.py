@@ -312,6 +312,11 @@ def _alt_sq(rr: NDArray) -> NDArray:
 
 
 _add = np.add.reduce
+_min = np.minimum.reduce
+_max = np.maximum.reduce
+# (omega x r) = omega (-y, x, 0): rows of r taken as (y, x, z) with signs (+, -, 0) give v - omega x r
+_SWAP = [1, 0, 2]
+_CROSS_SIGN = np.array([[1.0], [-1.0], [0.0]])
 
 
 def fly_to_ground(
@@ -359,15 +364,15 @@ def fly_to_ground(
     n = len(done)
     while n_done < n and t < max_time_s:
         live = ~done
-        lowest = float(alt[live].min()) if n_done else float(alt.min())
-        # speed over the ground (ECEF velocity, in inertial axes): v - omega x r
-        gx = v[0] + _W * r[1]
-        gy = v[1] - _W * r[0]
+        # speed over the ground (ECEF velocity, in inertial axes, v - omega x r): its largest
+        # component among the points still flying
+        g = v + _W * r[_SWAP] * _CROSS_SIGN
         if n_done:
-            speed = max(float(np.abs(gx[live]).max()), float(np.abs(gy[live]).max()),
-                        float(np.abs(v[2][live]).max())) + 1.0
+            lowest = float(_min(alt[live]))
+            speed = float(_max(np.abs(g[:, live]), axis=None)) + 1.0
         else:
-            speed = max(float(np.abs(gx).max()), float(np.abs(gy).max()), float(np.abs(v[2]).max())) + 1.0
+            lowest = float(_min(alt))
+            speed = float(_max(np.abs(g), axis=None)) + 1.0
         # 4th-order steps are exact to centimetres over 30 s in vacuum, and the cubic Hermite
         # crossing is exact for constant gravity, so steps only shorten to keep the crossing
         # well sampled

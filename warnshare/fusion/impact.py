@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from warnshare import geo
+from warnshare.fusion.ci import cholesky as _cholesky
 from warnshare.fusion.dynamics import fly_to_ground, geodetic
 
 #: chi-square 2 dof, 95%: the ellipse scale of a 2D Gaussian.
@@ -45,19 +46,39 @@ class GroundPoint:
 
     def contains(self, lat_deg: float, lon_deg: float) -> bool:
         """Whether a point lies inside this 95% ellipse."""
-        en = geo.ecef_to_enu(geo.geodetic_to_ecef(lat_deg, lon_deg, 0.0), self.lat_deg, self.lon_deg)[:2]
-        try:
-            d2 = float(en @ np.linalg.solve(self.cov_en, en))
-        except np.linalg.LinAlgError:
+        e, n = _east_north(lat_deg, lon_deg, self.lat_deg, self.lon_deg)
+        (a, b), (c, d) = self.cov_en.tolist()
+        det = a * d - b * c
+        if not det > 0.0:
             return False
-        return d2 <= CHI2_2D_95
+        # e, n against the inverse of the 2x2 covariance, written out
+        return (d * e * e - (b + c) * e * n + a * n * n) / det <= CHI2_2D_95
+
+
+def _ecef(lat_deg: float, lon_deg: float) -> tuple[float, float, float]:
+    """``geo.geodetic_to_ecef`` of one point on the ellipsoid, in scalars."""
+    lat, lon = math.radians(lat_deg), math.radians(lon_deg)
+    sl = math.sin(lat)
+    n = geo.WGS84_A / math.sqrt(1.0 - geo.WGS84_E2 * sl * sl)
+    cl = math.cos(lat)
+    return n * cl * math.cos(lon), n * cl * math.sin(lon), n * (1.0 - geo.WGS84_E2) * sl
+
+
+def _east_north(lat_deg: float, lon_deg: float, lat0_deg: float, lon0_deg: float) -> tuple[float, float]:
+    """East and north (m) of a ground point from a ground origin (``geo.ecef_to_enu``, scalars)."""
+    x, y, z = _ecef(lat_deg, lon_deg)
+    x0, y0, z0 = _ecef(lat0_deg, lon0_deg)
+    dx, dy, dz = x - x0, y - y0, z - z0
+    lat, lon = math.radians(lat0_deg), math.radians(lon0_deg)
+    sl, cl, so, co = math.sin(lat), math.cos(lat), math.sin(lon), math.cos(lon)
+    return -so * dx + co * dy, -sl * co * dx - sl * so * dy + cl * dz
 
 
 def sigma_points(x: NDArray, p: NDArray) -> NDArray:
     """Centre plus the 12 symmetric sigma points x +- sqrt(6) L e_i (equal weights 1/12)."""
-    try:
-        chol = np.linalg.cholesky(p)
-    except np.linalg.LinAlgError:
+    chol = _cholesky(p)
+    if not math.isfinite(float(np.add.reduce(chol, axis=None))):
+        # not positive definite (round-off): the square root from the eigen-decomposition
         w, v = np.linalg.eigh(0.5 * (p + p.T))
         chol = v * np.sqrt(np.clip(w, 0.0, None))
     d = math.sqrt(6.0) * chol.T
@@ -72,11 +93,13 @@ def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> Gr
         return None
     lat0, lon0, _ = geodetic(*s_hit[0, :3])
     ok = np.isfinite(t_hit[1:])
-    if ok.sum() < 6:
+    k = int(np.count_nonzero(ok))
+    if k < 6:
         return None
     en = geo.ecef_to_enu(s_hit[1:][ok, :3], lat0, lon0)[:, :2]
-    cov = en.T @ en / ok.sum()
-    tsig = float(np.sqrt(np.mean((t_hit[1:][ok] - t_hit[0]) ** 2)))
+    cov = en.T @ en / k
+    dt = t_hit[1:][ok] - t_hit[0]
+    tsig = math.sqrt(float(np.dot(dt, dt)) / k)
     lat, lon, alt = geo.ecef_to_geodetic(path)
     track = np.stack([lat, lon, alt], axis=1)
     cov = cov + model_error_en(path, lat0, lon0, alt)
@@ -109,31 +132,43 @@ def model_error_en(path: NDArray, lat0: float, lon0: float, alt: NDArray) -> NDA
     if len(path) < 2:
         return np.zeros((2, 2))
     en = geo.ecef_to_enu(path, lat0, lon0)[:, :2]
-    seg = np.linalg.norm(np.diff(en, axis=0), axis=1)
+    step = en[1:] - en[:-1]
+    seg = np.sqrt(np.add.reduce(step * step, axis=1))
     low = (alt[:-1] < ATMOSPHERE_M) | (alt[1:] < ATMOSPHERE_M)
-    length = float(seg[low].sum())
+    length = float(np.add.reduce(seg[low]))
     if length <= 0.0:
         return np.zeros((2, 2))
-    d = en[-1] - en[-2] if seg[-1] > 0 else en[-1] - en[0]
-    n = float(np.linalg.norm(d))
-    if n == 0.0:
-        return np.eye(2) * (ALONG_FRACTION * length) ** 2
-    u = d / n
-    v = np.array([-u[1], u[0]])
+    de, dn = (en[-1] - en[-2] if seg[-1] > 0 else en[-1] - en[0]).tolist()
+    n = math.hypot(de, dn)
     sa = ALONG_FRACTION * length
+    if n == 0.0:
+        return np.eye(2) * sa * sa
+    ue, un = de / n, dn / n
     sc = CROSS_FRACTION * length
-    return sa * sa * np.outer(u, u) + sc * sc * np.outer(v, v)
+    # along-track variance on u = (ue, un), across-track on v = (-un, ue)
+    a2, c2 = sa * sa, sc * sc
+    return np.array([[a2 * ue * ue + c2 * un * un, (a2 - c2) * ue * un],
+                     [(a2 - c2) * ue * un, a2 * un * un + c2 * ue * ue]])
 
 
 def ellipse_95(cov_en: NDArray) -> tuple[float, float, float]:
-    """(semi-major m, semi-minor m, orientation deg clockwise from north in [0, 180)) at 95%."""
-    w, v = np.linalg.eigh(0.5 * (cov_en + cov_en.T))
-    w = np.clip(w, 0.0, None)
-    major = v[:, 1]
-    orient = math.degrees(math.atan2(major[0], major[1])) % 180.0
+    """(semi-major m, semi-minor m, orientation deg clockwise from north in [0, 180)) at 95%.
+
+    The 2x2 symmetric eigen-decomposition in closed form (numpy's costs tens of microseconds
+    of call overhead): eigenvalues m +- r, the major axis at half the angle of (2 c_en, c_ee - c_nn)
+    from north."""
+    (ee, en1), (en2, nn) = cov_en.tolist()
+    en = 0.5 * (en1 + en2)
+    mean = 0.5 * (ee + nn)
+    r = math.hypot(0.5 * (ee - nn), en)
+    big, small = max(mean + r, 0.0), max(mean - r, 0.0)
+    # direction (east, north) of the major axis; a circle has none: north
+    orient = math.degrees(0.5 * math.atan2(2.0 * en, ee - nn)) if r > 0.0 else 0.0
+    # atan2 gives the angle from east counter-clockwise; clockwise from north is 90 minus it
+    orient = (90.0 - orient) % 180.0
     if orient >= 180.0:
         orient = 0.0
-    return math.sqrt(CHI2_2D_95 * w[1]), math.sqrt(CHI2_2D_95 * w[0]), orient
+    return math.sqrt(CHI2_2D_95 * big), math.sqrt(CHI2_2D_95 * small), orient
 
 
 def launch_from_boost(x: NDArray, p: NDArray, tov_ns: int) -> tuple[int, float, float, float] | None:
