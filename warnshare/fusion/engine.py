@@ -471,9 +471,9 @@ class FusionEngine:
                       if m.nation == nation and t_ns - m.tov_ns <= self._stale_ns]
             if not tracks or not active:
                 continue
-            cache: dict[int, tuple[NDArray, NDArray] | None] = {}
+            cache: dict[int, tuple | None] = {}
 
-            def others(e: _Event, nation: Nation = nation, cache: dict = cache) -> tuple[NDArray, NDArray] | None:
+            def others(e: _Event, nation: Nation = nation, cache: dict = cache) -> tuple | None:
                 if e.event_id not in cache:
                     live = [o for o in e.members.values()
                             if o.nation != nation and t_ns - o.tov_ns <= self._stale_ns]
@@ -484,7 +484,9 @@ class FusionEngine:
                         # even weights: consistent, and gating needs no optimum
                         w = np.full(len(live), 1.0 / len(live))
                         x, p, _ = ci.fuse(xs, ps, w) if len(live) > 1 else (xs[0], ps[0], None)
-                        cache[e.event_id] = (x, p)
+                        # what every gate test against this picture needs, computed once
+                        reach = 50_000.0 + 6.0 * math.sqrt(float(p[0, 0] + p[1, 1] + p[2, 2]))
+                        cache[e.event_id] = (x, x.tolist(), reach * reach, p + self._gate_bias)
                 return cache[e.event_id]
 
             suspects = []
@@ -544,17 +546,18 @@ class FusionEngine:
                                        corrects=e.launch_alert_id))
         self._merge_duplicates(t_ns, hops, received_ns, out)
 
-    def _cost_to(self, m: _Member, other: tuple[NDArray, NDArray], t_ns: int) -> float:
-        """Gate distance of a national track to a fused picture (x, p) valid at ``t_ns``."""
-        x, p = other
+    def _cost_to(self, m: _Member, other: tuple, t_ns: int) -> float:
+        """Gate distance of a national track to a fused picture valid at ``t_ns``:
+        (x, x as a list, squared reach of the position pre-test, P + registration bias)."""
+        x, xl, reach2, s0 = other
         dt = (t_ns - m.tov_ns) / _NS
-        xm = dynamics.predict_state(m.x, dt)
+        xm = dynamics.predict_state(m.x, dt) if dt else m.x
         # far apart in position: no need to solve
-        d2 = (xm[0] - x[0]) ** 2 + (xm[1] - x[1]) ** 2 + (xm[2] - x[2]) ** 2
-        if d2 > (50_000.0 + 6.0 * math.sqrt(float(p[0, 0] + p[1, 1] + p[2, 2]))) ** 2:
+        if (xm[0] - xl[0]) ** 2 + (xm[1] - xl[1]) ** 2 + (xm[2] - xl[2]) ** 2 > reach2:
             return association.FORBIDDEN
-        pm = dynamics.predict_covariance(_cov(m), dt, self._q(m.boosting, m.x))
-        return association.mahalanobis2(np.array(xm) - x, pm + p + self._gate_bias)
+        flat = np.array([*dynamics.basis_coefficients(dt), *m.numbers, *xm])
+        s = dynamics.predicted_covariances(flat[:6], flat[6:28])[0] + s0
+        return association.mahalanobis2(flat[28:] - x, s)
 
     def _merge_duplicates(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
         """Two active events with no nation in common, within the gate for several scans in a
