@@ -348,3 +348,39 @@ def test_memoised_impact_area_and_land_tests_give_regions_answers(monkeypatch):
     with_boxes = eng._overflown(track)
     monkeypatch.setattr(eng, "_in_boxes", lambda lat, lon: np.ones(len(lat), dtype=bool))
     assert with_boxes == eng._overflown(track) == [Nation.JPN, Nation.KOR]
+
+
+def test_impact_in_tick_keeps_the_per_report_path_free_of_repredictions(one_missile, monkeypatch):
+    from warnshare.fusion import engine as eng
+
+    calls = {"ingest": 0, "tick": 0}
+    where = ["ingest"]
+    real_predict = eng.predict_impact
+
+    def spy(*args):
+        calls[where[0]] += 1
+        return real_predict(*args)
+
+    monkeypatch.setattr(eng, "predict_impact", spy)
+    engine = FusionEngine(FusionConfig(impact_in_tick=True))
+    alerts = []
+    next_tick = None
+    for t, r in reports(one_missile, list(DEFAULT_FEEDS), seed=9):
+        next_tick = t if next_tick is None else next_tick
+        while t >= next_tick:
+            where[0] = "tick"
+            alerts += engine.tick(next_tick)
+            next_tick += NS
+        where[0] = "ingest"
+        alerts += engine.ingest(r, node_sent_ns=t, received_ns=t)
+    assert calls["ingest"] == 1  # the event's first prediction, at once
+    assert calls["tick"] > 10  # then every impact_interval_s of track time, in tick
+    kinds = [a.kind for a in alerts]
+    assert AlertKind.IMPACT_PREDICTED in kinds
+    (event,) = engine.events()
+    assert event.impact is not None
+    from warnshare import metrics
+
+    _, lat, lon = one_missile[0].impact
+    g = event.impact
+    assert metrics.in_ellipse(lat, lon, g.lat_deg, g.lon_deg, g.semi_major_m, g.semi_minor_m, g.orientation_deg)

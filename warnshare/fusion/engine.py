@@ -116,6 +116,10 @@ class FusionConfig:
     #: time and, for scenarios replayed faster than real time, per this much wall time.
     impact_interval_s: float = 2.0
     impact_min_wall_ns: int = 0
+    #: Re-predict impacts in ``tick`` (each event's first prediction stays in ``ingest``):
+    #: the per-report path then never carries the sigma-point flight (~1 ms), at the price of
+    #: predictions up to one tick later and the work in bursts at ticks.
+    impact_in_tick: bool = False
     #: Longest flight the impact propagation follows (s).
     max_flight_s: float = 6000.0
     #: No update for this long (wall): IMPACT if the missile was near the ground, else TRACK_LOST.
@@ -319,6 +323,15 @@ class FusionEngine:
             self._next_scan_tov_ns = t + self._scan_ns
             self._scan(t, self._last_hops, now_ns, out)
             for a in out:
+                a.hops.fused_ns = now_ns
+        if c.impact_in_tick:
+            # the periodic re-prediction (an event's first one is made in ingest)
+            n_scan = len(out)
+            for event in self._events.values():
+                if (event.status == "ACTIVE" and event.impact is not None and not event.boosting
+                        and self._predict(event)):
+                    self._announce_impact(event, event.last_hops, now_ns, out)
+            for a in out[n_scan:]:
                 a.hops.fused_ns = now_ns
         for event in list(self._events.values()):
             idle = now_ns - event.last_received_ns
@@ -853,8 +866,14 @@ class FusionEngine:
             return
         if event.launch is None:
             self._estimate_launch(event)
-        if not self._predict(event):
+        if self.config.impact_in_tick and event.impact is not None:
             return
+        if self._predict(event):
+            self._announce_impact(event, hops, received_ns, out)
+
+    def _announce_impact(self, event: _Event, hops: tuple, received_ns: int, out: list[Alert]) -> None:
+        """After a new impact prediction: IMPACT_PREDICTED when it leaves the last issued
+        ellipse (CORRECTION of a protected area), OVERFLIGHT and its corrections."""
         gp = event.impact
         issued = event.issued_impact
         if issued is None or not issued.contains(gp.lat_deg, gp.lon_deg):
