@@ -1101,13 +1101,17 @@ def _overflown(track: NDArray, min_alt_m: float = 50_000.0) -> list[Nation]:
     so that the fall itself is an impact, not an overflight), densified to ~10 km."""
     if len(track) < 2:
         return []
-    pts = []
-    for (la0, lo0, al0), (la1, lo1, al1) in zip(track[:-1], track[1:], strict=True):
-        n = max(1, int(math.hypot(la1 - la0, (lo1 - lo0) * math.cos(math.radians(la0))) / 0.09))
-        u = np.arange(n) / n
-        keep = al0 + u * (al1 - al0) > min_alt_m
-        pts.append(np.stack([la0 + u * (la1 - la0), lo0 + u * (lo1 - lo0)], axis=1)[keep])
-    pts_a = np.concatenate(pts)
+    # samples per segment (scalar math), then every segment's samples in one set of array ops
+    tl = track.tolist()
+    counts = [max(1, int(math.hypot(la1 - la0, (lo1 - lo0) * math.cos(math.radians(la0))) / 0.09))
+              for (la0, lo0, _), (la1, lo1, _) in zip(tl[:-1], tl[1:], strict=True)]
+    seg = np.repeat(np.arange(len(counts)), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    n = np.array(counts, dtype=float)[seg]
+    u = (np.arange(len(seg)) - first) / n
+    a, b = track[:-1][seg], track[1:][seg]
+    pts = a + u[:, None] * (b - a)
+    pts_a = pts[pts[:, 2] > min_alt_m, :2]
     # only points in a land box can be on land
     pts_a = pts_a[_in_boxes(pts_a[:, 0], pts_a[:, 1])] if len(pts_a) else pts_a
     if len(pts_a) == 0:
