@@ -380,15 +380,16 @@ def fly_to_ground(
         hs = sign * h
         hv = hs * v
         a2 = _accel_inertial(r2 := r + 0.5 * hv + (hs * hs / 8.0) * a1, r2 * r2)
-        r3 = r + hv + (0.5 * hs * hs) * a2
+        rh = r + hv
+        r3 = rh + (0.5 * hs * hs) * a2
         a3 = _accel_inertial(r3, r3 * r3)
-        r_new = r + hv + (hs * hs / 6.0) * (a1 + 2.0 * a2)
+        r_new = rh + (hs * hs / 6.0) * (a1 + 2.0 * a2)
         v_new = v + (hs / 6.0) * (a1 + 4.0 * a2 + a3)
         rr = r_new * r_new
         alt_new = _alt_sq(rr) - stop_alt_m
         np.maximum(apogee, alt_new + stop_alt_m, out=apogee)
         crossed = live & (alt_new <= 0.0)
-        if crossed.any():
+        if np.count_nonzero(crossed):
             idx = np.nonzero(crossed)[0]
             a = np.concatenate([r[:, idx], v[:, idx]]).T
             b = np.concatenate([r_new[:, idx], v_new[:, idx]]).T
@@ -429,7 +430,7 @@ def _inertial_to_ecef(s: NDArray, t_s: NDArray) -> NDArray:
     x, y, z, vx, vy, vz = s.T
     # ECEF velocity in inertial axes (v - omega x r), then both rotated by -omega t
     gx, gy = vx + _W * y, vy - _W * x
-    return np.stack([c * x + sn * y, c * y - sn * x, z, c * gx + sn * gy, c * gy - sn * gx, vz], axis=1)
+    return np.array([c * x + sn * y, c * y - sn * x, z, c * gx + sn * gy, c * gy - sn * gx, vz]).T
 
 
 def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: NDArray | float) -> NDArray:
@@ -450,17 +451,28 @@ def _hermite_state(a: NDArray, b: NDArray, u: NDArray, h: NDArray | float) -> ND
 def _hermite_root(
     a: NDArray, b: NDArray, alt_a: NDArray, alt_b: NDArray, h: NDArray | float, stop_alt_m: float
 ) -> NDArray:
-    """Fraction of the step where the interpolated altitude crosses zero (false position, 3 passes)."""
+    """Fraction of the step where the interpolated altitude crosses zero (false position, 3 passes).
+
+    Positions only (``_hermite_state``'s arithmetic), laid out (3, n) for the height."""
+    h = np.asarray(h, dtype=float).reshape(-1, 1)
+    ra, rb = a[:, :3], b[:, :3]
+    va, vb = a[:, 3:] * h, b[:, 3:] * h
     lo = np.zeros(len(a))
     hi = np.ones(len(a))
     f_lo, f_hi = alt_a, alt_b
     u = f_lo / (f_lo - f_hi)
     for _ in range(3):
-        f_u = altitude_approx(_hermite_state(a, b, u, h)[:, :3]) - stop_alt_m
+        w = u[:, None]
+        w2 = w * w
+        w3 = w2 * w
+        h01 = 3.0 * w2 - 2.0 * w3
+        # (u^3 - 2u^2 + u) h a' and (u^3 - u^2) h b', as in _hermite_state (h folded in first)
+        pos = (1.0 - h01) * ra + (w3 - 2.0 * w2 + w) * va + h01 * rb + (w3 - w2) * vb
+        f_u = _alt_t(pos.T) - stop_alt_m
         above = f_u > 0.0
         lo = np.where(above, u, lo)
         f_lo = np.where(above, f_u, f_lo)
         hi = np.where(above, hi, u)
         f_hi = np.where(above, f_hi, f_u)
         u = lo + (hi - lo) * f_lo / np.where(f_lo - f_hi == 0.0, 1.0, f_lo - f_hi)
-    return np.clip(u, 0.0, 1.0)
+    return np.minimum(np.maximum(u, 0.0), 1.0)

@@ -64,6 +64,16 @@ def _ecef(lat_deg: float, lon_deg: float) -> tuple[float, float, float]:
     return n * cl * math.cos(lon), n * cl * math.sin(lon), n * (1.0 - geo.WGS84_E2) * sl
 
 
+def _en(ecef: NDArray, lat0_deg: float, lon0_deg: float) -> NDArray:
+    """East and north (k, 2) of ECEF points (k, 3) from a ground origin (``geo.ecef_to_enu``
+    with the origin and rotation in scalars: numpy on one point costs more than on many)."""
+    x0, y0, z0 = _ecef(lat0_deg, lon0_deg)
+    lat, lon = math.radians(lat0_deg), math.radians(lon0_deg)
+    sl, cl, so, co = math.sin(lat), math.cos(lat), math.sin(lon), math.cos(lon)
+    rot = np.array([[-so, -sl * co], [co, -sl * so], [0.0, cl]])
+    return np.dot(ecef - np.array([x0, y0, z0]), rot)
+
+
 def _east_north(lat_deg: float, lon_deg: float, lat0_deg: float, lon0_deg: float) -> tuple[float, float]:
     """East and north (m) of a ground point from a ground origin (``geo.ecef_to_enu``, scalars)."""
     x, y, z = _ecef(lat_deg, lon_deg)
@@ -96,7 +106,7 @@ def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> Gr
     k = int(np.count_nonzero(ok))
     if k < 6:
         return None
-    en = geo.ecef_to_enu(s_hit[1:][ok, :3], lat0, lon0)[:, :2]
+    en = _en(s_hit[1:][ok, :3], lat0, lon0)
     cov = en.T @ en / k
     dt = t_hit[1:][ok] - t_hit[0]
     tsig = math.sqrt(float(np.dot(dt, dt)) / k)
@@ -131,7 +141,7 @@ def model_error_en(path: NDArray, lat0: float, lon0: float, alt: NDArray) -> NDA
     """2x2 (east, north) covariance of the prediction's model error at the impact point."""
     if len(path) < 2:
         return np.zeros((2, 2))
-    en = geo.ecef_to_enu(path, lat0, lon0)[:, :2]
+    en = _en(path, lat0, lon0)
     step = en[1:] - en[:-1]
     seg = np.sqrt(np.add.reduce(step * step, axis=1))
     low = (alt[:-1] < ATMOSPHERE_M) | (alt[1:] < ATMOSPHERE_M)
