@@ -1,9 +1,10 @@
 """Ballistic dynamics in rotating ECEF with J2: state and covariance prediction, batched propagation.
 
 Two speeds on purpose. The per-report path predicts one 6-vector over a fraction of a
-second, where numpy's per-call overhead dominates, so it uses scalar math and a block
-closed form for the covariance. Impact and launch propagation move a dozen sigma points
-over minutes, so it uses vectorised RK4 on (n, 6) arrays.
+second, where numpy's per-call overhead dominates, so it uses scalar math, and predicts the
+covariances of all of an event's tracks with one product (a constant linear map of each
+report's numbers). Impact and launch propagation move a dozen sigma points over minutes, so
+it integrates (3, n) arrays in the inertial frame (gravity only: 3-stage Nystrom steps).
 """
 
 from __future__ import annotations
