@@ -211,7 +211,7 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             d = sk["hop_p50_diff_ms"]
             a, b = sk["hops_skewed"], sk["hops_synced"]
             measured = (
-                f"max |diff| {sk['max_abs_hop_p50_diff_ms']:.3f} ms: uplink {b['uplink_p50_ms']:.3f} -> "
+                f"largest difference {sk['max_abs_hop_p50_diff_ms']:.3f} ms: uplink {b['uplink_p50_ms']:.3f} -> "
                 f"{a['uplink_p50_ms']:.3f}, node {d['node']:+.3f}, relay {d['relay']:+.3f} ms; "
                 f"offset estimate off by {sk['offset_error_us']:+.0f} us (max {sk['offset_error_max_abs_us']:.0f} us)"
             )
@@ -225,7 +225,7 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ))
     for scenario, h in summary.get("relay_hops_ms", {}).items():
         out.append((
-            f"Where the time goes ({scenario}, repeat 1): hops read off the relay's alerts",
+            f"Where the time goes ({scenario}, the median run, repeat {h.get('repeat', 0) + 1}): hops read off the relay's alerts",
             "(reference)",
             f"node send -> relay receive p50 {h['uplink_p50_ms']:.2f} / p99 {h['uplink_p99_ms']:.2f} ms; "
             f"relay receive -> fused (validation, fusion) p50 {h['relay_p50_ms']:.2f} / p99 {h['relay_p99_ms']:.2f} ms; "
