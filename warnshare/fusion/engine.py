@@ -56,6 +56,21 @@ _new = object.__new__
 _FIELD_NAMES: dict[type, frozenset] = {}
 
 
+def _model(cls, fields: dict):
+    """``_construct`` from a dict of every field."""
+    m = _new(cls)
+    _set(m, "__dict__", fields)
+    _set(m, "__pydantic_fields_set__", set(_FIELD_NAMES.get(cls) or _field_names(cls)))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
+def _field_names(cls) -> frozenset:
+    names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
+    return names
+
+
 def _construct(cls, **fields):
     """A pydantic model from already-valid fields, every field given (what ``model_construct``
     does, minus its per-field default and alias handling, which costs microseconds per alert)."""
@@ -309,7 +324,7 @@ class FusionEngine:
             self._latest_tov_ns = tov
         self._last_hops = hops
         self._update_event(event, tov, hops, received_ns)
-        out.append(self._alert(event, AlertKind.TRACK_UPDATE, received_ns, hops, self._update_text(event)))
+        out.append(self._track_update(event, received_ns, hops))
         self._lifecycle(event, hops, received_ns, out)
         return out
 
@@ -962,6 +977,27 @@ class FusionEngine:
             hops=h,
             text=text,
         )
+
+    def _track_update(self, event: _Event, received_ns: int, hops: tuple) -> Alert:
+        """``_alert`` for the TRACK_UPDATE every report makes, written out (the same fields)."""
+        self._last_alert_id += 1
+        aid = self._last_alert_id
+        event.last_alert_id = aid
+        if not event.first_alert_id:
+            event.first_alert_id = aid
+        measured, sent, received, nation, offset, rtt = hops
+        h = _model(Hops, {
+            "measured_ns": measured, "node_sent_ns": sent, "relay_received_ns": received,
+            "fused_ns": received, "source_nation": nation, "clock_offset_ns": offset, "clock_rtt_ns": rtt,
+        })
+        return _model(Alert, {
+            "type": "alert", "alert_id": aid, "event_id": event.event_id, "kind": AlertKind.TRACK_UPDATE,
+            "issued_ns": received_ns, "state": event.state, "launch": event.launch,
+            "impact": event.impact_estimate, "impact_area": event.impact_area,
+            "overflight": list(event.overflight), "assessment": None, "corrects_alert_id": None,
+            "nations": list(event.nations), "releasable_to": list(event.releasable),
+            "data_mode": event.data_mode, "hops": h, "text": self._update_text(event),
+        })
 
     def _update_text(self, e: _Event) -> str:
         # one f-string (``_latlon`` written out): this text goes with every report
