@@ -384,3 +384,25 @@ def test_impact_in_tick_keeps_the_per_report_path_free_of_repredictions(one_miss
     _, lat, lon = one_missile[0].impact
     g = event.impact
     assert metrics.in_ellipse(lat, lon, g.lat_deg, g.lon_deg, g.semi_major_m, g.semi_minor_m, g.orientation_deg)
+
+
+@pytest.mark.parametrize("n_reports", [2, 5])
+def test_a_track_first_seen_falling_that_gates_with_nothing_needs_three_reports(one_missile, n_reports):
+    # A national track that appears in mid-descent, far from every event, with no sign of a
+    # launch: national trackers start such short-lived tracks on a mix of two close missiles'
+    # returns. Two reports and "lost" must not raise a LAUNCH_DETECTED; a track that goes on
+    # makes its event at its third report.
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=31)
+    other = fly(Launch(40.0, 127.0, 100.0, T0 + 100 * NS), dt=0.5)
+    falling = [(t, r) for t, r in reports([other], [DEFAULT_FEEDS[1]], seed=32)
+               if r.time_of_validity_ns > T0 + 300 * NS]
+    extra = [(t, r.model_copy(update={"track_number": 777})) for t, r in falling[:n_reports]]
+    t_end, last = extra[-1]
+    extra.append((t_end + NS // 2, last.model_copy(update={"lost": True, "seq": last.seq + 1})))
+    engine, alerts = run(sorted(reps + extra, key=lambda tr: tr[0]))
+    launches = [a for a in alerts if a.kind == AlertKind.LAUNCH_DETECTED]
+    if n_reports == 2:
+        assert len(launches) == 1 and len(engine.events()) == 1
+    else:
+        assert len(launches) == 2
+        assert launches[1].hops.measured_ns == extra[2][1].measured_ns

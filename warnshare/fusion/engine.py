@@ -149,6 +149,11 @@ class FusionConfig:
     #: move the engine's track time (one bad clock must not end every coasting event).
     #: SIMULATED and EXERCISE replays carry scenario times, so they are not checked.
     max_future_s: float = 30.0
+    #: A track first seen neither boosting nor climbing (no evidence of a launch) that gates with
+    #: no event makes a new event only at its this-many-th report: national trackers start
+    #: short-lived tracks on a mix of two close missiles' returns, and a phantom
+    #: LAUNCH_DETECTED is worse than one two report periods late.
+    confirm_descending_reports: int = 3
     #: "ci" (covariance intersection). "independent" fuses as if the nations' errors were
     #: independent; it is overconfident and exists only to show that in the benchmark.
     fusion_rule: str = "ci"
@@ -180,6 +185,8 @@ class _Member:
     orphan: bool = False
     #: (nation, track_number), the member's key
     key: tuple = ()
+    #: Reports held back while the track awaits confirmation (see ``confirm_descending_reports``).
+    held: int = 0
 
 
 @dataclass(slots=True)
@@ -318,6 +325,8 @@ class FusionEngine:
                 event.members.pop(key, None)
                 member.event_id = 0
             event = self._associate_new(member, hops, received_ns, out)
+            if event is None:
+                return out
         elif event.status == "LOST":
             self._revive(event, hops, received_ns, out)
         if tov > self._latest_tov_ns and (report.data_mode != DataMode.REAL or tov - received_ns <= self._future_ns):
@@ -394,10 +403,18 @@ class FusionEngine:
 
     # ------------------------------------------------------------ association
 
-    def _associate_new(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
-        """Put a track the engine has not placed yet into the best-gated event, or a new one."""
+    def _associate_new(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event | None:
+        """Put a track the engine has not placed yet into the best-gated event, or a new one;
+        None while a track with no evidence of a launch awaits confirmation."""
         best = self._best_gated(member)
         if best is None:
+            # decided on the track's first report and kept: a phantom's velocity wanders
+            x = member.x
+            suspect = member.held > 0 or (
+                not member.boosting and x[0] * x[3] + x[1] * x[4] + x[2] * x[5] < 0.0)
+            if suspect and member.held + 1 < self.config.confirm_descending_reports:
+                member.held += 1
+                return None
             return self._new_event(member, hops, received_ns, out)
         self._attach(member, best)
         if best.status == "LOST":
