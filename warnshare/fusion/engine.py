@@ -255,6 +255,9 @@ class FusionEngine:
         self._events: dict[int, _Event] = {}
         self._next_event_id = 1
         self._last_alert_id = 0
+        #: Reports of tracks awaiting confirmation (``confirm_descending_reports``): accepted,
+        #: part of the track's history, but no alert.
+        self.reports_held = 0
         self._next_scan_tov_ns: int | None = None
         self._latest_tov_ns = -(1 << 62)
         self._last_hops: tuple = ()
@@ -414,6 +417,7 @@ class FusionEngine:
                 not member.boosting and x[0] * x[3] + x[1] * x[4] + x[2] * x[5] < 0.0)
             if suspect and member.held + 1 < self.config.confirm_descending_reports:
                 member.held += 1
+                self.reports_held += 1
                 return None
             return self._new_event(member, hops, received_ns, out)
         self._attach(member, best)
@@ -822,8 +826,10 @@ class FusionEngine:
         """Recompute the impact prediction if due; True if a new one was made."""
         if event.x is None or event.boosting:
             return False
+        # the interval differs a little by event (x1 to x1.44), so that a salvo's events, born
+        # in the same second, do not all fall due together: one relay thread pays ~1 ms each
         if not force and (
-            event.tov_ns - event.impact_tov_ns < self._impact_ns
+            event.tov_ns - event.impact_tov_ns < self._impact_ns + (event.event_id % 8) * (self._impact_ns >> 4)
             or event.last_received_ns - event.impact_rx_ns < self.config.impact_min_wall_ns
         ):
             return False
