@@ -406,3 +406,28 @@ def test_a_track_first_seen_falling_that_gates_with_nothing_needs_three_reports(
     else:
         assert len(launches) == 2
         assert launches[1].hops.measured_ns == extra[2][1].measured_ns
+
+
+def test_a_national_track_that_jumps_to_another_object_leaves_its_event(one_missile):
+    # JPN's track keeps its number but, 200 s in, follows another missile hundreds of km away
+    # (a tracker's mis-association after a coast). The event must not follow it (on 2022-06-05
+    # data such a jump turned a fallen SRBM's event into a 16-minute flight into Japan's EEZ).
+    other = fly(Launch(40.5, 128.5, 60.0, T0 + 60 * NS), dt=0.5)
+    jpn = DEFAULT_FEEDS[1]
+    base = [(t, r) for t, r in reports(one_missile, list(DEFAULT_FEEDS), seed=41)]
+    mine = {r.track_number for _, r in base if r.nation == jpn.nation}
+    theirs = [(t, r) for t, r in reports([other], [jpn], seed=42) if r.time_of_validity_ns > T0 + 200 * NS]
+    cut = T0 + 200 * NS
+    reps = [(t, r) for t, r in base if not (r.nation == jpn.nation and r.time_of_validity_ns > cut)]
+    reps += [(t, r.model_copy(update={"track_number": min(mine)})) for t, r in theirs]
+    reps.sort(key=lambda tr: tr[0])
+    engine, alerts = run(reps)
+    truth = one_missile[0]
+    first = [a for a in alerts if a.kind == AlertKind.LAUNCH_DETECTED][0].event_id
+    after = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and a.event_id == first
+             and a.state.time_of_validity_ns > cut]
+    assert after
+    worst = max(float(np.linalg.norm(np.array(a.state.position_ecef_m) - truth.at(a.state.time_of_validity_ns)[:3]))
+                for a in after)
+    assert worst < 20_000.0, worst
+    assert len(engine.events()) == 2

@@ -87,6 +87,8 @@ def _construct(cls, **fields):
 
 
 _OVERFLIGHT_MIN_ALT_M = 50_000.0
+# seconds of misdating (a node's clock step not yet estimated) a jump test tolerates
+_CLOCK_STEP_S = 5.0
 # above this a ballistic state's orbit is its future and past path: no drag, no lift
 _EXO_ALT_M = 120_000.0
 _ATMOSPHERE_R2 = (6_371_000.0 + 80_000.0) ** 2
@@ -298,6 +300,7 @@ class FusionEngine:
             return out
         x = [*report.position_ecef_m, *report.velocity_ecef_mps]
         numbers = [*report.covariance, self._q(report.boosting, x)]
+        jumped_from = 0
         if member is None:
             member = _Member(
                 report.nation, report.track_number, 0, x, None, tov, numbers, received_ns,
@@ -307,6 +310,14 @@ class FusionEngine:
             member.key = key
             self._members[key] = member
         else:
+            if member.event_id and self._jumped(member, x, numbers, tov):
+                # the national tracker's track now follows another object: held apart, as a
+                # track that stops gating with its event is (``_scan``), until it gates somewhere
+                # or proves to be an object of its own
+                jumped_from = member.event_id
+                self._detach(member)
+                member.orphan = True
+                member.misfit = 0
             member.x, member.p, member.tov_ns, member.received_ns = x, None, tov, received_ns
             member.numbers = numbers
             member.releasable = tuple(report.releasable_to)
@@ -321,6 +332,8 @@ class FusionEngine:
             member.orphan = False
             member.misfit = 0
             self._attach(member, event)
+            if jumped_from:
+                self._withdraw_duplicate(jumped_from, event.event_id, hops, received_ns, out)
             if event.status == "LOST":
                 self._revive(event, hops, received_ns, out)
         elif event is None or event.final or event.status == "IMPACTED":
@@ -406,6 +419,24 @@ class FusionEngine:
 
     # ------------------------------------------------------------ association
 
+    def _jumped(self, member: _Member, x: list[float], numbers: list[float], tov: int) -> bool:
+        """Whether a track's new report is far from its own previous one flown to the new time:
+        beyond 5 sigma of both positions plus 5 km, the ~50 m/s^2 a descending body's drag can
+        add over the gap, and the distance flown in a few seconds of clock error. Scalar: a few
+        microseconds on the per-report path."""
+        dt = (tov - member.tov_ns) / _NS
+        if dt <= 0.0:
+            return False
+        px = dynamics.predict_state(member.x, dt)
+        d2 = (x[0] - px[0]) ** 2 + (x[1] - px[1]) ** 2 + (x[2] - px[2]) ** 2
+        old, new = member.numbers, numbers  # upper triangle: xx, yy, zz at 0, 6, 11
+        var = old[0] + old[6] + old[11] + new[0] + new[6] + new[11]
+        # a node clock that stepped by seconds, before the relay's offset estimate catches up,
+        # misdates reports by that much: that is not a jump
+        speed = math.sqrt(x[3] * x[3] + x[4] * x[4] + x[5] * x[5])
+        slack = 5_000.0 + 25.0 * dt * dt + _CLOCK_STEP_S * speed
+        return d2 > 25.0 * var + slack * slack
+
     def _associate_new(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event | None:
         """Put a track the engine has not placed yet into the best-gated event, or a new one;
         None while a track with no evidence of a launch awaits confirmation."""
@@ -432,6 +463,10 @@ class FusionEngine:
             if event.final or event.status == "IMPACTED" or event.data_mode != member.data_mode:
                 continue
             if event.x is None or not self._in_flight_at(event, member.tov_ns):
+                continue
+            # A boosting track is a launch: not the event of a missile that has been ballistic and
+            # silent for longer than a member lasts (a coasting event's gate is wide after minutes)
+            if member.boosting and not event.boosting and member.tov_ns - event.tov_ns > self._drop_ns:
                 continue
             cost = self._cost(member, event, member.tov_ns)
             # A nation rarely holds two live tracks on one missile: prefer another event.
@@ -586,14 +621,19 @@ class FusionEngine:
                         self._new_event(m, hops, received_ns, out)
         # an event whose every track went to another event was a duplicate of that event
         for old_id, new_id in moved_to.items():
-            e = self._events.get(old_id)
-            if e is not None and not e.members and e.status == "ACTIVE" and new_id in self._events:
-                del self._events[old_id]
-                text = (f"CORRECTION event {old_id}: duplicate of event {new_id}, "
-                        f"withdraws LAUNCH_DETECTED alert {e.launch_alert_id}")
-                out.append(self._alert(e, AlertKind.CORRECTION, received_ns, hops, text,
-                                       corrects=e.launch_alert_id))
+            self._withdraw_duplicate(old_id, new_id, hops, received_ns, out)
         self._merge_duplicates(t_ns, hops, received_ns, out)
+
+    def _withdraw_duplicate(self, old_id: int, new_id: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
+        """An active event left with no track after its tracks went to event ``new_id`` was a
+        duplicate of it: withdraw its LAUNCH_DETECTED."""
+        e = self._events.get(old_id)
+        if e is not None and not e.members and e.status == "ACTIVE" and new_id in self._events:
+            del self._events[old_id]
+            text = (f"CORRECTION event {old_id}: duplicate of event {new_id}, "
+                    f"withdraws LAUNCH_DETECTED alert {e.launch_alert_id}")
+            out.append(self._alert(e, AlertKind.CORRECTION, received_ns, hops, text,
+                                   corrects=e.launch_alert_id))
 
     def _cost_to(self, m: _Member, other: tuple, t_ns: int) -> float:
         """Gate distance of a national track to a fused picture valid at ``t_ns``:
