@@ -1003,11 +1003,7 @@ class FusionEngine:
         corrects: int | None = None,
         fused_ns: int | None = None,
     ) -> Alert:
-        self._last_alert_id += 1
-        aid = self._last_alert_id
-        event.last_alert_id = aid
-        if not event.first_alert_id:
-            event.first_alert_id = aid
+        aid = self._next_alert_id(event)
         measured, sent, received, nation, offset, rtt = hops
         h = _construct(
             Hops,
@@ -1041,13 +1037,17 @@ class FusionEngine:
             text=text,
         )
 
-    def _track_update(self, event: _Event, received_ns: int, hops: tuple) -> Alert:
-        """``_alert`` for the TRACK_UPDATE every report makes, written out (the same fields)."""
+    def _next_alert_id(self, event: _Event) -> int:
         self._last_alert_id += 1
         aid = self._last_alert_id
         event.last_alert_id = aid
         if not event.first_alert_id:
             event.first_alert_id = aid
+        return aid
+
+    def _track_update(self, event: _Event, received_ns: int, hops: tuple) -> Alert:
+        """``_alert`` for the TRACK_UPDATE every report makes, written out (the same fields)."""
+        aid = self._next_alert_id(event)
         measured, sent, received, nation, offset, rtt = hops
         h = _model(Hops, {
             "measured_ns": measured, "node_sent_ns": sent, "relay_received_ns": received,
