@@ -90,7 +90,9 @@ def test_covariance_prediction_closed_form():
         a = abs(dt)
         qm = q * np.kron(np.array([[a**3 / 3, dt * a / 2], [dt * a / 2, a]]), np.eye(3))
         assert np.allclose(dynamics.predict_covariance(p0, dt, q), f @ p0 @ f.T + qm)
-    stack = dynamics.predict_covariances(np.stack([p0, p0]), [0.5, 0.0], [1.0, 1.0])
+    numbers = np.append(p0[np.triu_indices(6)], 1.0)
+    coefs = np.array([dynamics.basis_coefficients(0.5), dynamics.basis_coefficients(0.0)])
+    stack = dynamics.predicted_covariances(coefs, np.stack([numbers, numbers]))
     assert np.allclose(stack[1], p0) and np.allclose(stack[0], dynamics.predict_covariance(p0, 0.5, 1.0))
 
 

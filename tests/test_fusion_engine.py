@@ -183,12 +183,18 @@ def test_lifecycle_impact_and_final_assessment(one_missile):
     assert engine.tick(last_rx + 60 * NS) == []
 
 
-def test_a_gap_in_coverage_high_up_coasts_and_the_returning_track_continues_the_event(one_missile):
-    cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=1000 * NS)
-    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=10)
-    t0 = one_missile[0].t_ns[0]
+def gap_from_100_to_130_s(truths):
+    """Every nation's reports before 100 s of flight, and from 130 s on (nobody sees between)."""
+    reps = reports(truths, list(DEFAULT_FEEDS), seed=10)
+    t0 = truths[0].t_ns[0]
     first = [(t, r) for t, r in reps if r.time_of_validity_ns < t0 + 100 * NS]
     rest = [(t, r) for t, r in reps if r.time_of_validity_ns >= t0 + 130 * NS]
+    return first, rest
+
+
+def test_a_gap_in_coverage_high_up_coasts_and_the_returning_track_continues_the_event(one_missile):
+    cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=1000 * NS)
+    first, rest = gap_from_100_to_130_s(one_missile)
     engine, _ = run(first, cfg)
     predicted = engine.events()[0].impact.time_ns
     assert predicted > rest[0][1].time_of_validity_ns
@@ -203,10 +209,7 @@ def test_a_gap_in_coverage_high_up_coasts_and_the_returning_track_continues_the_
 
 def test_track_lost_once_the_predicted_flight_is_over_then_correction_when_it_returns(one_missile):
     cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=100_000 * NS)
-    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=10)
-    t0 = one_missile[0].t_ns[0]
-    first = [(t, r) for t, r in reps if r.time_of_validity_ns < t0 + 100 * NS]
-    rest = [(t, r) for t, r in reps if r.time_of_validity_ns >= t0 + 130 * NS]
+    first, rest = gap_from_100_to_130_s(one_missile)
     engine, _ = run(first, cfg)
     # no report at all for longer than the whole predicted flight: the coast ends
     lost = engine.tick(first[-1][0] + int(cfg.max_flight_s) * NS + 10 * NS)

@@ -108,33 +108,12 @@ def predict_covariance(p: NDArray, dt: float, q_accel: float) -> NDArray:
 
     ``q_accel`` is the acceleration noise spectral density (m^2/s^3). Gravity gradients change
     the transition by ~1e-6 dt^2 per second, far below the process noise over report gaps, so
-    the transition is [[I, dt I], [0, I]].
+    the transition is [[I, dt I], [0, I]]. One track of ``predicted_covariances``.
     """
     if dt == 0.0:
         return p
-    return predict_covariances(p[None], [dt], [q_accel])[0]
-
-
-def predict_covariances(ps: NDArray, dts: list[float], qs: list[float]) -> NDArray:
-    """``predict_covariance`` for a stack (m, 6, 6) in a handful of numpy calls.
-
-    With F = I + dt N (N the position-from-velocity shift), F P F' = P + dt (N P + P N') +
-    dt^2 N P N', which is row and column additions of P's velocity blocks; the noise is one
-    small matrix product with a constant basis.
-    """
-    m = len(dts)
-    coef = []
-    for dt, q in zip(dts, qs, strict=True):
-        a = abs(dt)
-        coef.append((dt, dt * dt, q * a * a * a / 3.0, q * dt * a / 2.0, q * a))
-    c = np.array(coef)
-    d = c[:, 0, None, None]
-    t = ps[:, 3:, :] * d
-    out = ps + (c[:, 2:] @ _Q_BASIS).reshape(m, 6, 6)
-    out[:, :3, :] += t
-    out[:, :, :3] += t.transpose(0, 2, 1)
-    out[:, :3, :3] += ps[:, 3:, 3:] * c[:, 1, None, None]
-    return out
+    numbers = np.append(p[_IU], q_accel)
+    return predicted_covariances(np.array(basis_coefficients(dt)), numbers)[0]
 
 
 _Q_BASIS = np.stack(

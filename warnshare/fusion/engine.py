@@ -57,23 +57,9 @@ _FIELD_NAMES: dict[type, frozenset] = {}
 
 
 def _model(cls, fields: dict):
-    """``_construct`` from a dict of every field."""
-    m = _new(cls)
-    _set(m, "__dict__", fields)
-    _set(m, "__pydantic_fields_set__", set(_FIELD_NAMES.get(cls) or _field_names(cls)))
-    _set(m, "__pydantic_extra__", None)
-    _set(m, "__pydantic_private__", None)
-    return m
-
-
-def _field_names(cls) -> frozenset:
-    names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
-    return names
-
-
-def _construct(cls, **fields):
-    """A pydantic model from already-valid fields, every field given (what ``model_construct``
-    does, minus its per-field default and alias handling, which costs microseconds per alert)."""
+    """A pydantic model from a dict of already-valid fields, every field given (what
+    ``model_construct`` does, minus its per-field default and alias handling, which costs
+    microseconds per alert)."""
     names = _FIELD_NAMES.get(cls)
     if names is None:
         names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
@@ -84,6 +70,19 @@ def _construct(cls, **fields):
     _set(m, "__pydantic_extra__", None)
     _set(m, "__pydantic_private__", None)
     return m
+
+
+def _construct(cls, **fields):
+    """``_model`` with the fields as keywords."""
+    return _model(cls, fields)
+
+
+def _gate_reach2(position_variance_m2: float) -> float:
+    """Squared distance beyond which a track and a picture are not compared (no solve): 50 km
+    plus six sigma of the summed position variances, which grows for an event coasting through
+    a gap in coverage (its re-acquired tracks must still reach the Mahalanobis test)."""
+    reach = 50_000.0 + 6.0 * math.sqrt(position_variance_m2)
+    return reach * reach
 
 
 _OVERFLIGHT_MIN_ALT_M = 50_000.0
@@ -496,9 +495,9 @@ class FusionEngine:
         xm = np.array(dynamics.predict_state(member.x, dt_m))
         xe = np.array(dynamics.predict_state(event.x.tolist(), dt_e))
         pe = dynamics.predict_covariance(event.p, dt_e, self._q(event.boosting, event.x))
-        # the prefilter uses the event's covariance at t_ns: an event coasting through a gap in
-        # coverage (minutes) is hundreds of km uncertain, and its re-acquired tracks must gate
-        if float(np.linalg.norm(xm[:3] - xe[:3])) > 50_000.0 + 6.0 * math.sqrt(float(np.trace(pe[:3, :3]))):
+        # the prefilter uses the event's covariance at t_ns (a coasting event's is wide)
+        d = xm[:3] - xe[:3]
+        if float(d @ d) > _gate_reach2(float(np.trace(pe[:3, :3]))):
             return association.FORBIDDEN
         pm = dynamics.predict_covariance(_cov(member), dt_m, self._q(member.boosting, member.x))
         return association.mahalanobis2(xm - xe, pm + pe + self._gate_bias)
@@ -569,8 +568,8 @@ class FusionEngine:
                         w = np.full(len(live), 1.0 / len(live))
                         x, p, _ = ci.fuse(xs, ps, w) if len(live) > 1 else (xs[0], ps[0], None)
                         # what every gate test against this picture needs, computed once
-                        reach = 50_000.0 + 6.0 * math.sqrt(float(p[0, 0] + p[1, 1] + p[2, 2]))
-                        cache[e.event_id] = (x, x.tolist(), reach * reach, p + self._gate_bias)
+                        reach2 = _gate_reach2(float(p[0, 0] + p[1, 1] + p[2, 2]))
+                        cache[e.event_id] = (x, x.tolist(), reach2, p + self._gate_bias)
                 return cache[e.event_id]
 
             suspects = []
@@ -670,9 +669,8 @@ class FusionEngine:
                 xb = np.array(dynamics.predict_state(b.x.tolist(), dt_b))
                 pa = dynamics.predict_covariance(a.p, dt_a, self._q(a.boosting, a.x))
                 pb = dynamics.predict_covariance(b.p, dt_b, self._q(b.boosting, b.x))
-                # 50 km, or more for an event coasting through a gap in coverage
-                reach = 50_000.0 + 6.0 * math.sqrt(float(np.trace(pa[:3, :3]) + np.trace(pb[:3, :3])))
-                if float(np.linalg.norm(xa[:3] - xb[:3])) > reach:
+                d = xa[:3] - xb[:3]
+                if float(d @ d) > _gate_reach2(float(np.trace(pa[:3, :3]) + np.trace(pb[:3, :3]))):
                     a.merge_votes.pop(b.event_id, None)
                     continue
                 if association.mahalanobis2(xa - xb, pa + pb + self._gate_bias) <= c.gate_chi2:
