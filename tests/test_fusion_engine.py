@@ -353,10 +353,13 @@ def test_memoised_impact_area_and_land_tests_give_regions_answers(monkeypatch):
     assert with_boxes == eng._overflown(track) == [Nation.JPN, Nation.KOR]
 
 
-def test_impact_in_tick_keeps_the_per_report_path_free_of_repredictions(one_missile, monkeypatch):
+def test_deferred_impact_keeps_predictions_off_the_report_path_and_changes_no_alert(one_missile, monkeypatch):
+    # defer_impact: ingest never flies sigma points; predict_due makes the due predictions.
+    # Run right after each ingest (as the relay does once the TRACK_UPDATE is sent), it gives
+    # the very alerts the engine gives without deferral, byte for byte.
     from warnshare.fusion import engine as eng
 
-    calls = {"ingest": 0, "tick": 0}
+    calls = {"ingest": 0, "predict_due": 0}
     where = ["ingest"]
     real_predict = eng.predict_impact
 
@@ -365,19 +368,27 @@ def test_impact_in_tick_keeps_the_per_report_path_free_of_repredictions(one_miss
         return real_predict(*args)
 
     monkeypatch.setattr(eng, "predict_impact", spy)
-    engine = FusionEngine(FusionConfig(impact_in_tick=True))
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=9)
+    plain = FusionEngine(FusionConfig())
+    expected = [encode(a) for t, r in reps for a in plain.ingest(r, node_sent_ns=t, received_ns=t)]
+    n_plain = calls["ingest"]
+    calls["ingest"] = 0
+
+    engine = FusionEngine(FusionConfig(defer_impact=True))
     alerts = []
-    next_tick = None
-    for t, r in reports(one_missile, list(DEFAULT_FEEDS), seed=9):
-        next_tick = t if next_tick is None else next_tick
-        while t >= next_tick:
-            where[0] = "tick"
-            alerts += engine.tick(next_tick)
-            next_tick += NS
+    for t, r in reps:
         where[0] = "ingest"
         alerts += engine.ingest(r, node_sent_ns=t, received_ns=t)
-    assert calls["ingest"] == 1  # the event's first prediction, at once
-    assert calls["tick"] > 10  # then every impact_interval_s of track time, in tick
+        where[0] = "predict_due"
+        due = engine.predictions_due
+        new = engine.predict_due(t)
+        assert due or not new
+        for a in new:
+            a.hops.fused_ns = t  # without deferral an alert is "fused" when its report arrives
+        alerts += new
+    assert calls["ingest"] == 0
+    assert calls["predict_due"] == n_plain > 10
+    assert [encode(a) for a in alerts] == expected
     kinds = [a.kind for a in alerts]
     assert AlertKind.IMPACT_PREDICTED in kinds
     (event,) = engine.events()
@@ -387,6 +398,18 @@ def test_impact_in_tick_keeps_the_per_report_path_free_of_repredictions(one_miss
     _, lat, lon = one_missile[0].impact
     g = event.impact
     assert metrics.in_ellipse(lat, lon, g.lat_deg, g.lon_deg, g.semi_major_m, g.semi_minor_m, g.orientation_deg)
+
+
+def test_deferred_predictions_left_undone_are_made_by_tick(one_missile):
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=9)
+    engine = FusionEngine(FusionConfig(defer_impact=True))
+    kinds = []
+    for t, r in reps[: len(reps) // 2]:
+        kinds += [a.kind for a in engine.ingest(r, node_sent_ns=t, received_ns=t)]
+    assert AlertKind.IMPACT_PREDICTED not in kinds and engine.predictions_due
+    after = engine.tick(reps[len(reps) // 2][0])
+    assert AlertKind.IMPACT_PREDICTED in [a.kind for a in after]
+    assert not engine.predictions_due
 
 
 @pytest.mark.parametrize("n_reports", [2, 5])

@@ -16,8 +16,9 @@ import websockets
 from tests.conftest import start_relay
 from tests.synth import ballistic_arc, national_reports
 from warnshare.node import NodePublisher
-from warnshare.protocol import NATIONS, AlertBatch, decode_relay_to_subscriber
+from warnshare.protocol import NATIONS, AlertBatch, AlertKind, decode_relay_to_subscriber
 from warnshare.relay.app import RelayConfig
+from warnshare.relay.journal import SCHEMA, Journal
 from warnshare.subscriber import AlertSubscriber
 
 STATES = ballistic_arc(39.0, 125.5, 90, 5200, 42, 60)
@@ -66,6 +67,9 @@ async def test_restart_replays_the_journal_to_the_same_alerts_and_state(tmp_path
     finally:
         first.stop()
     assert len(before) > len(STATES)
+    # the impact predictions ran as inputs of their own (after the reports' updates went out)
+    assert AlertKind.IMPACT_PREDICTED in {a.kind for a in before}
+    assert "predict" in {r.kind for r in Journal(journal).inputs()}
 
     second = start_relay(RelayConfig(journal_path=journal, tick_interval_s=3600))
     try:
@@ -184,3 +188,18 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_a_journal_from_before_predict_inputs_is_migrated_without_loss(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace("'batch', 'tick', 'predict'", "'batch', 'tick'"))
+    db.execute("INSERT INTO inputs (kind, received_ns, fused_ns, clock_offset_ns, clock_rtt_ns) VALUES ('tick', 5, 6, 0, 0)")
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    journal.record_tick(7, 8, [], kind="predict")
+    assert [(r.kind, r.received_ns, r.fused_ns) for r in journal.inputs()] == [("tick", 5, 6), ("predict", 7, 8)]
+    journal.close()

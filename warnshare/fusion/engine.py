@@ -132,10 +132,11 @@ class FusionConfig:
     #: time and, for scenarios replayed faster than real time, per this much wall time.
     impact_interval_s: float = 2.0
     impact_min_wall_ns: int = 0
-    #: Re-predict impacts in ``tick`` (each event's first prediction stays in ``ingest``):
-    #: the per-report path then never carries the sigma-point flight (~1 ms), at the price of
-    #: predictions up to one tick later and the work in bursts at ticks.
-    impact_in_tick: bool = False
+    #: Impact predictions that a report makes due wait for ``predict_due`` (or the next
+    #: ``tick``) instead of running inside ``ingest``: the report's own TRACK_UPDATE then never
+    #: carries the sigma-point flight (1-3 ms). The relay runs ``predict_due`` right after that
+    #: update is on its way to the subscribers.
+    defer_impact: bool = False
     #: Longest flight the impact propagation follows (s).
     max_flight_s: float = 6000.0
     #: No update for this long (wall): IMPACT if the missile was near the ground, else TRACK_LOST.
@@ -262,6 +263,8 @@ class FusionEngine:
         self._next_scan_tov_ns: int | None = None
         self._latest_tov_ns = -(1 << 62)
         self._last_hops: tuple = ()
+        #: events whose impact prediction ``ingest`` left for ``predict_due`` (an ordered set)
+        self._due: dict[int, None] = {}
         self._stale_ns = int(c.member_stale_s * _NS)
         self._drop_ns = int(c.member_drop_s * _NS)
         self._reweight_ns = int(c.reweight_interval_s * _NS)
@@ -363,15 +366,8 @@ class FusionEngine:
             self._scan(t, self._last_hops, now_ns, out)
             for a in out:
                 a.hops.fused_ns = now_ns
-        if c.impact_in_tick:
-            # the periodic re-prediction (an event's first one is made in ingest)
-            n_scan = len(out)
-            for event in self._events.values():
-                if (event.status == "ACTIVE" and event.impact is not None and not event.boosting
-                        and self._predict(event)):
-                    self._announce_impact(event, event.last_hops, now_ns, out)
-            for a in out[n_scan:]:
-                a.hops.fused_ns = now_ns
+        if self._due:
+            out += self.predict_due(now_ns)
         for event in list(self._events.values()):
             idle = now_ns - event.last_received_ns
             if event.status == "ACTIVE" and idle > c.lost_timeout_ns and not self._coasting(event, idle):
@@ -393,6 +389,24 @@ class FusionEngine:
                 out.append(self._alert(event, AlertKind.FINAL_ASSESSMENT, now_ns, event.last_hops,
                                        self._final_text(event), fused_ns=now_ns))
         return out
+
+    def predict_due(self, now_ns: int) -> list[Alert]:
+        """Make the impact predictions that ``ingest`` left due (``defer_impact``), oldest
+        first; their alerts carry the hops of each event's newest report, issued at ``now_ns``."""
+        out: list[Alert] = []
+        due, self._due = self._due, {}
+        for event_id in due:
+            event = self._events.get(event_id)
+            if event is not None and event.status == "ACTIVE" and self._predict(event):
+                self._announce_impact(event, event.last_hops, now_ns, out)
+        for a in out:
+            a.hops.fused_ns = now_ns
+        return out
+
+    @property
+    def predictions_due(self) -> bool:
+        """Whether ``predict_due`` has work (with ``defer_impact``)."""
+        return bool(self._due)
 
     def events(self) -> list[EventSummary]:
         """Every event (one per missile), in event-id order."""
@@ -860,16 +874,20 @@ class FusionEngine:
             t, lat, lon = est
             event.launch = _ground(t, lat, lon, 20_000.0, 20_000.0, 0.0, 10.0)
 
+    def _prediction_due(self, event: _Event) -> bool:
+        """Whether the event's impact prediction is due: ``impact_interval_s`` of track time
+        (and ``impact_min_wall_ns`` of wall time) since the last one."""
+        # the interval differs a little by event (x1 to x1.44), so that a salvo's events, born
+        # in the same second, do not all fall due together: one relay thread pays ~2 ms each
+        return not (
+            event.x is None or event.boosting
+            or event.tov_ns - event.impact_tov_ns < self._impact_ns + (event.event_id % 8) * (self._impact_ns >> 4)
+            or event.last_received_ns - event.impact_rx_ns < self.config.impact_min_wall_ns
+        )
+
     def _predict(self, event: _Event, force: bool = False) -> bool:
         """Recompute the impact prediction if due; True if a new one was made."""
-        if event.x is None or event.boosting:
-            return False
-        # the interval differs a little by event (x1 to x1.44), so that a salvo's events, born
-        # in the same second, do not all fall due together: one relay thread pays ~1 ms each
-        if not force and (
-            event.tov_ns - event.impact_tov_ns < self._impact_ns + (event.event_id % 8) * (self._impact_ns >> 4)
-            or event.last_received_ns - event.impact_rx_ns < self.config.impact_min_wall_ns
-        ):
+        if event.x is None or event.boosting or not (force or self._prediction_due(event)):
             return False
         event.impact_tov_ns = event.tov_ns
         event.impact_rx_ns = event.last_received_ns
@@ -942,9 +960,10 @@ class FusionEngine:
             return
         if event.launch is None:
             self._estimate_launch(event)
-        if self.config.impact_in_tick and event.impact is not None:
-            return
-        if self._predict(event):
+        if self.config.defer_impact:
+            if self._prediction_due(event):
+                self._due[event.event_id] = None
+        elif self._predict(event):
             self._announce_impact(event, hops, received_ns, out)
 
     def _announce_impact(self, event: _Event, hops: tuple, received_ns: int, out: list[Alert]) -> None:

@@ -63,7 +63,9 @@ log = logging.getLogger("warnshare.relay")
 
 @dataclass
 class RelayConfig:
-    fusion: FusionConfig = field(default_factory=FusionConfig)
+    #: The engine's impact predictions run after the TRACK_UPDATE of the report that made them
+    #: due has gone out (``Relay.predict_due``), not on that report's path.
+    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(defer_impact=True))
     tick_interval_s: float = 0.25
     #: Clock exchange with each node: a burst at connect, then one every period.
     clock_burst: int = 3
@@ -212,6 +214,7 @@ class Relay:
             frames_per_s=config.frames_per_s,
         )
         self.replay_guards: dict[str, ReplayGuard] = {}
+        self._predict_handle: asyncio.Handle | None = None
         self.connections = 0
         self.started_ns = time.time_ns()
         self.last_ingest_s = self.last_full_gc_s = time.monotonic()
@@ -249,6 +252,9 @@ class Relay:
                 )
             self.hub.fan_out(encoded)
             self.metrics.report_count(link.nation).inc(len(accepted.reports))
+            if self.engine.predictions_due and self._predict_handle is None:
+                # after the broadcast this batch's alerts joined (queued first, runs first)
+                self._predict_handle = asyncio.get_running_loop().call_soon(self.predict_due)
         if accepted.duplicates:
             self.metrics.duplicates.inc(accepted.duplicates)
         self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
@@ -286,6 +292,23 @@ class Relay:
             self.metrics.alert_count(a.kind).inc()
         return [EncodedAlert(a) for a in alerts]
 
+    def predict_due(self) -> None:
+        """The impact predictions the latest reports made due (sigma-point flights, 1-3 ms
+        each), as an input of their own: journaled, replayed in the same place."""
+        self._predict_handle = None
+        now = time.time_ns()
+        try:
+            alerts = self.engine.predict_due(now)
+        except Exception:
+            self.metrics.engine_errors.inc()
+            log.exception("fusion engine impact prediction failed")
+            return
+        fused_ns = time.time_ns()
+        encoded = self._stamp(alerts, fused_ns)
+        if self.journal:
+            self.journal.record_tick(now, fused_ns, encoded, kind="predict")
+        self.hub.fan_out(encoded)
+
     def tick(self) -> None:
         now = time.time_ns()
         try:
@@ -321,9 +344,10 @@ class Relay:
         inputs = mismatches = 0
         for rec in self.journal.inputs():
             inputs += 1
-            if rec.kind == "tick":
+            if rec.kind in ("tick", "predict"):
+                step = self.engine.tick if rec.kind == "tick" else self.engine.predict_due
                 try:
-                    alerts = self.engine.tick(rec.received_ns)
+                    alerts = step(rec.received_ns)
                 except Exception:
                     alerts = []
             else:

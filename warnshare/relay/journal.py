@@ -1,7 +1,8 @@
 """The relay's journal: every input the engine saw, and every alert it issued, in SQLite (WAL).
 
-An input row is either a batch (the exact payload bytes a node sent, which seqs of it were new,
-the clock offset used and the relay's stamps) or a tick (its ``now_ns``). A batch is committed
+An input row is a batch (the exact payload bytes a node sent, which seqs of it were new,
+the clock offset used and the relay's stamps), a tick or a run of the due impact predictions
+(``predict``; both with their ``now_ns``). A batch is committed
 before it is acknowledged and before its alerts reach any subscriber, so a ``kill -9`` loses
 nothing that anyone was told about: the node re-sends what was not acknowledged, and replaying
 the inputs through a fresh engine rebuilds the same state and the same alerts.
@@ -17,7 +18,7 @@ from pathlib import Path
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('batch', 'tick')),
+    kind TEXT NOT NULL CHECK (kind IN ('batch', 'tick', 'predict')),
     node_id TEXT,
     nation TEXT,
     payload BLOB,
@@ -61,7 +62,20 @@ class Journal:
         # NORMAL: a commit survives the process being killed (the WAL is in the OS's hands);
         # only a power cut between checkpoints could lose the newest commits.
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
         self.db.executescript(SCHEMA)
+
+    def _migrate(self) -> None:
+        """A journal written before ``predict`` inputs existed: its CHECK constraint refuses
+        them, and SQLite cannot alter a constraint, so the table is copied into the new one."""
+        row = self.db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='inputs'").fetchone()
+        if row is None or "'predict'" in row[0]:
+            return
+        with self._transaction():
+            self.db.execute("ALTER TABLE inputs RENAME TO inputs_before_predict")
+            self.db.execute(SCHEMA.split(";")[0])
+            self.db.execute("INSERT INTO inputs SELECT * FROM inputs_before_predict")
+            self.db.execute("DROP TABLE inputs_before_predict")
 
     def record_batch(
         self,
@@ -95,11 +109,12 @@ class Journal:
             )
             self._insert_alerts(alerts)
 
-    def record_tick(self, now_ns: int, fused_ns: int, alerts: list) -> None:
+    def record_tick(self, now_ns: int, fused_ns: int, alerts: list, kind: str = "tick") -> None:
+        """A clock input: a ``tick`` or a ``predict`` (the engine's ``predict_due``)."""
         with self._transaction():
             self.db.execute(
-                "INSERT INTO inputs (kind, received_ns, fused_ns, clock_offset_ns, clock_rtt_ns) VALUES ('tick', ?, ?, 0, 0)",
-                (now_ns, fused_ns),
+                "INSERT INTO inputs (kind, received_ns, fused_ns, clock_offset_ns, clock_rtt_ns) VALUES (?, ?, ?, 0, 0)",
+                (kind, now_ns, fused_ns),
             )
             self._insert_alerts(alerts)
 
