@@ -113,7 +113,7 @@ async def test_a_stalled_subscriber_is_conflated_then_closed_and_the_others_get_
         salvo = Salvo(n_missiles=30, reports_each=20)
         await publish_salvo(running.ws_url, salvo, step_interval_s=0.03)
 
-        last = relay.hub.last_alert_id
+        last = await running.settled_alert_id()
         deadline = time.monotonic() + 20
         while any(h.last_id < last for h in healthy) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -188,7 +188,7 @@ async def test_batches_queued_back_to_back_do_not_overflow_a_subscriber_that_kee
                 acked = msg.get("acked_seq", acked)
                 if acked == len(reports):
                     break
-        last = running.relay.hub.last_alert_id
+        last = await running.settled_alert_id()
         assert last > max_pending
         deadline = time.monotonic() + 10
         while listener.last_id < last and time.monotonic() < deadline:

@@ -151,7 +151,7 @@ async def test_node_killed_mid_stream_and_restarted_loses_nothing_and_duplicates
         assert link.last_seq == link.accepted == len(updates), (link.last_seq, link.accepted, len(updates))
         # the NodePublisher trims what welcome says is held, so it re-sends nothing; a node that
         # re-sends anyway (another client, a lost welcome) has its reports dropped as duplicates
-        last_alert = relay.hub.last_alert_id
+        last_alert = await running.settled_alert_id()
         resent = [report_from_update(u, i + 1, u.time_of_validity_ns, 0, DataMode.SIMULATED) for i, u in enumerate(updates[:before])]
         async with websockets.connect(f"{running.ws_url}/v1/ingest", compression=None) as ws:
             await ws.send(encode(Hello(protocol_version=1, nation=Nation.JPN, node_id="jpn-node", sent_ns=time.time_ns())))

@@ -67,3 +67,27 @@ def test_land_polygons_for_plots():
     polys["JPN"][0][0, 0] = 0.0  # copies: the module's data is not changed
     assert regions.land_polygons()["JPN"][0][0, 0] != 0.0
     assert "Natural Earth" in regions.attribution()
+
+
+def test_banded_point_in_polygon_agrees_with_testing_every_edge():
+    # the edge index (coast edges bucketed by latitude band) must give exactly what the plain
+    # even-odd test over every edge of every ring gives, also right at the coasts
+    def every_edge(code, lat, lon):
+        inside = np.zeros(lat.shape, dtype=bool)
+        for ring in regions.land_polygons_cached()[code]:
+            xa, ya = ring[:-1, 0][:, None], ring[:-1, 1][:, None]
+            xb, yb = ring[1:, 0][:, None], ring[1:, 1][:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x_cross = xa + (lat - ya) * (xb - xa) / (yb - ya)
+            inside ^= (((ya > lat) != (yb > lat)) & (lon < x_cross)).sum(axis=0) % 2 == 1
+        return inside
+
+    rng = np.random.default_rng(7)
+    for code in ("JPN", "KOR"):
+        ring = max(regions.land_polygons_cached()[code], key=len)
+        near = ring[rng.integers(0, len(ring) - 1, 2000)] + rng.normal(0.0, 0.01, (2000, 2))
+        lon = np.concatenate([rng.uniform(122.0, 148.0, 20000), near[:, 0]])
+        lat = np.concatenate([rng.uniform(24.0, 46.0, 20000), near[:, 1]])
+        expected = every_edge(code, lat, lon)
+        assert 0 < expected.sum() < len(lat)
+        assert np.array_equal(regions.on_land(code, lat, lon), expected)

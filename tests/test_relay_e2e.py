@@ -152,7 +152,7 @@ async def test_late_joiner_gets_the_current_picture_and_since_resumes_without_ga
     assert len(first.alerts) < len(STATES), "a late joiner gets the picture, not the history"
     await first.stop()
     await stop_publishers(pubs)
-    last = relay_server.relay.hub.last_alert_id
+    last = await relay_server.settled_alert_id()
     async with websockets.connect(f"{relay_server.ws_url}/v1/alerts?since={last - 10}") as ws:
         assert isinstance(decode_relay_to_subscriber(await ws.recv()), Welcome)
         got = []
@@ -364,10 +364,10 @@ async def test_alerts_are_the_same_with_and_without_direct_writes(direct_writes:
         await mp.start()
         await js.start()
         pubs = await publish_missile(running.ws_url)
-        last = running.relay.hub.last_alert_id
+        await stop_publishers(pubs)
+        last = await running.settled_alert_id()
         await mp.wait_for(lambda a: len(a) >= last)
         await js.wait_for(lambda a: len(a) >= last)
-        await stop_publishers(pubs)
         await mp.stop()
         await js.stop()
         assert [a.alert_id for a in mp.alerts] == list(range(1, last + 1))

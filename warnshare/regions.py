@@ -57,30 +57,68 @@ def attribution() -> str:
     return str(_data()["attribution"])
 
 
+#: Latitude band (deg) of the edge index: a point is tested only against the coast edges that
+#: reach its band (a few dozen of Japan's ~1,000), not every edge of every island.
+_BAND_DEG = 0.1
+
+
 @cache
-def _rings_with_boxes(code: str) -> tuple[tuple[NDArray, tuple[float, float, float, float]], ...]:
-    return tuple(
-        (r, (float(r[:, 0].min()), float(r[:, 0].max()), float(r[:, 1].min()), float(r[:, 1].max())))
-        for r in land_polygons_cached().get(code, ())
-    )
+def _edge_index(code: str) -> tuple | None:
+    """One country's ring edges, all rings together (even-odd over the union is the XOR of the
+    rings' parities), bucketed by latitude band and padded with edges that straddle nothing:
+    (lat0, bands, bounding box, xa, ya, xb, yb), the last four (bands, k) arrays."""
+    rings = land_polygons_cached().get(code, ())
+    if not rings:
+        return None
+    a = np.concatenate([r[:-1] for r in rings])
+    b = np.concatenate([r[1:] for r in rings])
+    lat0 = float(min(a[:, 1].min(), b[:, 1].min()))
+    lat1 = float(max(a[:, 1].max(), b[:, 1].max()))
+    bands = int(math.floor((lat1 - lat0) / _BAND_DEG)) + 1
+    lo = np.floor((np.minimum(a[:, 1], b[:, 1]) - lat0) / _BAND_DEG).astype(int)
+    hi = np.floor((np.maximum(a[:, 1], b[:, 1]) - lat0) / _BAND_DEG).astype(int)
+    members: list[list[int]] = [[] for _ in range(bands)]
+    for e, (i0, i1) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        for band in range(i0, i1 + 1):
+            members[band].append(e)
+    k = max(1, max(len(m) for m in members))
+    table = np.full((bands, k), len(a), dtype=int)  # index len(a): the padding edge
+    for band, m in enumerate(members):
+        table[band, : len(m)] = m
+    pad = np.array([[np.nan, np.nan]])
+    a, b = np.concatenate([a, pad]), np.concatenate([b, pad])
+    box = (float(a[:-1, 0].min()), float(a[:-1, 0].max()), lat0, lat1)
+    return lat0, bands, box, a[table, 0], a[table, 1], b[table, 0], b[table, 1]
 
 
 def _inside(code: str, lat: NDArray, lon: NDArray) -> NDArray:
     """Even-odd point-in-polygon of many points against one country's rings."""
     result = np.zeros(lat.shape, dtype=bool)
-    for ring, (x0, x1, y0, y1) in _rings_with_boxes(code):
-        cand = (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
-        if not cand.any():
-            continue
-        px, py = lon[cand], lat[cand]
-        xa, ya = ring[:-1, 0][:, None], ring[:-1, 1][:, None]
-        xb, yb = ring[1:, 0][:, None], ring[1:, 1][:, None]
-        straddle = (ya > py) != (yb > py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_cross = xa + (py - ya) * (xb - xa) / (yb - ya)
-        hits = (straddle & (px < x_cross)).sum(axis=0) % 2 == 1
-        result[np.nonzero(cand)[0][hits]] ^= True
+    index = _edge_index(code)
+    if index is None:
+        return result
+    lat0, bands, (x0, x1, y0, y1), xa, ya, xb, yb = index
+    cand = (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
+    if not cand.any():
+        return result
+    py, px = lat[cand], lon[cand]
+    band = np.clip(((py - lat0) / _BAND_DEG).astype(int), 0, bands - 1)
+    xa, ya, xb, yb = xa[band], ya[band], xb[band], yb[band]
+    py, px = py[:, None], px[:, None]
+    straddle = (ya > py) != (yb > py)  # NaN padding compares False both ways: no straddle
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = xa + (py - ya) * (xb - xa) / (yb - ya)
+    result[np.nonzero(cand)[0]] = (straddle & (px < x_cross)).sum(axis=1) % 2 == 1
     return result
+
+
+def warm() -> None:
+    """Build the lazy caches (edge indexes, densified coasts: ~0.2 s) now, so that the first
+    impact prediction of a serving process does not pay for them."""
+    for code in ("JPN", "KOR"):
+        _edge_index(code)
+    for code in ("JPN", "KOR", *EEZ_NEIGHBOURS):
+        _coast(code)
 
 
 def on_land(code: str, lat_deg: ArrayLike, lon_deg: ArrayLike) -> NDArray:

@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from warnshare import regions
 from warnshare.auth import DEFAULT_TIME_WINDOW_NS, Consumer, ReplayGuard, TrustStore
 from warnshare.fusion import FusionConfig, FusionEngine
 from warnshare.protocol import (
@@ -218,6 +219,7 @@ class Relay:
         self.connections = 0
         self.started_ns = time.time_ns()
         self.last_ingest_s = self.last_full_gc_s = time.monotonic()
+        regions.warm()
         if self.journal:
             self._replay_journal()
 
