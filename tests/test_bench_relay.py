@@ -152,13 +152,14 @@ def test_decoder_maps_relay_alerts_back_to_reports_undoing_the_clock_offset() ->
         _alert(3, Nation.JPN, t[3], 12_345, AlertKind.TRACK_UPDATE),
     ]
     frame = encode(AlertBatch(relay_sent_ns=1, alerts=alerts, conflated=2))
-    hits, conflated = dec.alert_batch(frame)
+    hits, conflated, sent_ns = dec.alert_batch(frame)
     base = len(traffic.nodes[0])
-    assert hits == ((base + 0, False), (base + 0, True), (base + 3, True))
-    assert conflated == 2
+    fused = [a.hops.fused_ns for a in alerts]
+    assert hits == ((base + 0, False, fused[0]), (base + 0, True, fused[1]), (base + 3, True, fused[2]))
+    assert conflated == 2 and sent_ns == 1
     assert dec.fuzzy_matches == 0
-    # a second subscriber's copy (another relay_sent_ns) gives the same answer
-    assert dec.alert_batch(encode(AlertBatch(relay_sent_ns=2, alerts=alerts, conflated=2))) == (hits, 2)
+    # a second subscriber's copy (another relay_sent_ns) gives the same answer, with its own time
+    assert dec.alert_batch(encode(AlertBatch(relay_sent_ns=2, alerts=alerts, conflated=2))) == (hits, 2, 2)
 
 
 def test_a_skewed_node_stamps_its_reports_with_its_clock_and_its_hops_are_read_back() -> None:
@@ -174,8 +175,8 @@ def test_a_skewed_node_stamps_its_reports_with_its_clock_and_its_hops_are_read_b
     estimate = skew + 40_000  # the relay's offset estimate, 40 us off the true skew
     # on the relay's clock: the node's times minus the estimate
     alert = _alert(1, Nation.USA, t[2] + skew, estimate, AlertKind.TRACK_UPDATE)
-    hits, _ = dec.alert_batch(encode(AlertBatch(relay_sent_ns=1, alerts=[alert], conflated=0)))
-    assert hits == ((2, True),)
+    hits, _, _ = dec.alert_batch(encode(AlertBatch(relay_sent_ns=1, alerts=[alert], conflated=0)))
+    assert hits == ((2, True, alert.hops.fused_ns),)
     summary = dec.hop_summary()["USA"]
     assert summary["offset_error_p50_us"] == pytest.approx(40.0)
     assert summary["uplink_p50_ms"] == pytest.approx(estimate / 1e6)
@@ -238,6 +239,10 @@ def test_relay_turns_every_report_into_an_alert_for_every_subscriber() -> None:
     assert res.acked == res.reports_sent  # the relay acknowledged every report
     assert res.time_requests > 0  # and the load generator answered its clock exchange
     assert res.lossless
+    # the fan-out and downlink hops, read off the frames, add up to less than the whole path
+    d = res.downlink
+    assert 0 <= d["fanout_p50_ms"] <= d["fanout_p99_ms"] and 0 < d["downlink_p50_ms"] <= d["downlink_p99_ms"]
+    assert d["fanout_p50_ms"] + d["downlink_p50_ms"] < res.latency.max_ns / 1e6
 
 
 def test_a_stalled_subscriber_receives_nothing_and_the_others_everything() -> None:

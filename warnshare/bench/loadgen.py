@@ -108,8 +108,9 @@ class Decoder:
             self._remember(frame, hit)
         return hit
 
-    def alert_batch(self, frame: bytes) -> tuple[tuple[tuple[int, bool], ...], int]:
-        """(((report index, is TRACK_UPDATE), ...), conflated) of a relay AlertBatch frame.
+    def alert_batch(self, frame: bytes) -> tuple[tuple[tuple[int, bool, int], ...], int, int]:
+        """(((report index, is TRACK_UPDATE, fused_ns), ...), conflated, relay_sent_ns) of a
+        relay AlertBatch frame.
 
         Subscribers' frames differ only in ``relay_sent_ns`` when the relay batches alike,
         so the rest of the frame is looked up whole first; failing that, alerts are sliced
@@ -124,22 +125,23 @@ class Decoder:
         kind = up.unpack()
         if kind != "alert_batch":
             self.other_messages[kind] = self.other_messages.get(kind, 0) + 1
-            return (), 0
+            return (), 0, 0
         fields -= 1
         cache = self._cache
+        sent_ns = 0
         if up.unpack() == "relay_sent_ns":
-            up.skip()
+            sent_ns = int(up.unpack())
             fields -= 1
             tail = frame[up.tell() :]
             hit = cache.get(tail)
             if hit is not None:
-                return hit
+                return hit[0], hit[1], sent_ns
         else:
             up = msgpack.Unpacker(raw=False)
             up.feed(frame)
             fields = up.read_map_header()
             tail = None
-        out: list[tuple[int, bool]] = []
+        out: list[tuple[int, bool, int]] = []
         conflated = 0
         for _ in range(fields):
             key = up.unpack()
@@ -156,22 +158,24 @@ class Decoder:
                         out.append(one)
             elif key == "conflated":
                 conflated = int(up.unpack())
+            elif key == "relay_sent_ns":
+                sent_ns = int(up.unpack())
             else:
                 up.skip()
         result = (tuple(out), conflated)
         if tail is not None:
             self._remember(tail, result)
-        return result
+        return result[0], conflated, sent_ns
 
     def _remember(self, key: bytes, value: Any) -> None:
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = value
 
-    def _alert(self, alert: dict[str, Any]) -> tuple[int, bool]:
+    def _alert(self, alert: dict[str, Any]) -> tuple[int, bool, int]:
         hops = alert.get("hops") or {}
         if "measured_ns" not in hops or "source_nation" not in hops:
-            return (-1, False)
+            return (-1, False, 0)
         # hops carry the relay's clock; the node's own time is that plus the link's offset
         offset = int(hops.get("clock_offset_ns", 0))
         nation = hops["source_nation"]
@@ -185,7 +189,7 @@ class Decoder:
                     int(hops["fused_ns"]) - int(hops["relay_received_ns"]),
                     offset - self._skew.get(NATIONS.index(nation), 0),
                 ))
-        return (idx, update)
+        return (idx, update, int(hops.get("fused_ns", 0)))
 
     def hop_summary(self) -> dict[str, dict[str, float]]:
         """Per source nation: median and p99 (ms) of each hop, and the clock-offset error (µs)."""
@@ -201,12 +205,13 @@ class Decoder:
             out[nation] = entry
         return out
 
-    def json_alert_batch(self, text: str) -> tuple[tuple[tuple[int, bool], ...], int]:
+    def json_alert_batch(self, text: str) -> tuple[tuple[tuple[int, bool, int], ...], int, int]:
         obj = json.loads(text)
         if obj.get("type") != "alert_batch":
-            return (), 0
+            return (), 0, 0
         hits = (self._alert(a) for a in obj["alerts"])
-        return tuple(h for h in hits if h[0] >= 0), int(obj.get("conflated", 0))
+        return (tuple(h for h in hits if h[0] >= 0), int(obj.get("conflated", 0)),
+                int(obj.get("relay_sent_ns", 0)))
 
 
 # ---------------------------------------------------------------------- receivers
@@ -230,6 +235,10 @@ class Receiver:
         self.conflated = 0
         self.last_recv_ns = 0
         self.closed_code: int | None = None
+        #: Relay alerts only, per report's first TRACK_UPDATE after the warm-up: fused -> the
+        #: frame's relay_sent_ns (the relay's fan-out) and relay sent -> this receive (ns).
+        self.fanout = array("q")
+        self.downlink = array("q")
 
     def bind(self, decoder: Decoder, total: int, warm_cut_ns: int) -> None:
         """Start counting against a schedule of ``total`` reports."""
@@ -268,16 +277,30 @@ class Receiver:
         self.bytes += len(payload)
         self.last_recv_ns = recv_ns
         if is_text:
-            hits, conflated = self.decoder.json_alert_batch(payload.decode())
+            hits, conflated, sent_ns = self.decoder.json_alert_batch(payload.decode())
         else:
-            hits, conflated = self.decoder.alert_batch(payload)
+            hits, conflated, sent_ns = self.decoder.alert_batch(payload)
         self.conflated += conflated
-        for idx, update in hits:
+        for idx, update, fused_ns in hits:
+            if update and sent_ns and not self.seen[idx] and self.intended[idx] >= self.warm_cut_ns:
+                self.fanout.append(sent_ns - fused_ns)
+                self.downlink.append(recv_ns - sent_ns)
             self._count(idx, update, recv_ns)
 
     @property
     def duplicates(self) -> int:
         return sum(1 for c in self.updates if c > 1) if self.updates else 0
+
+
+def downlink_hops(receivers: Sequence[Receiver]) -> dict[str, float]:
+    """p50 and p99 (ms) of the relay's fan-out and of the downlink over ``receivers``."""
+    out: dict[str, float] = {}
+    for name in ("fanout", "downlink"):
+        a = np.concatenate([np.frombuffer(getattr(r, name), dtype=np.int64) for r in receivers] or [np.zeros(0)])
+        if a.size:
+            out[f"{name}_p50_ms"] = float(np.percentile(a, 50)) / 1e6
+            out[f"{name}_p99_ms"] = float(np.percentile(a, 99)) / 1e6
+    return out
 
 
 class _TcpSubscriber(asyncio.Protocol):
@@ -471,6 +494,9 @@ class LoadResult:
     fuzzy_matches: int = 0
     unmatched: int = 0
     hops: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The relay's fan-out (fused -> relay sent) and downlink (relay sent -> subscriber
+    #: receive), p50 and p99 (ms) over the healthy subscribers (``downlink_hops``).
+    downlink: dict[str, float] = field(default_factory=dict)
 
 
 async def _open_subscriber(
@@ -650,4 +676,5 @@ async def run_load(
         fuzzy_matches=decoder.fuzzy_matches,
         unmatched=decoder.unmatched,
         hops=decoder.hop_summary(),
+        downlink=downlink_hops([r for r in receivers if not r.stalled]),
     )

@@ -312,7 +312,7 @@ def summarize(results: Sequence[RunResult], systems: Sequence[str]) -> dict[str,
         run = runs[len(runs) // 2] if runs else None
         if run is not None:
             hops[scenario] = {"repeat": run.spec.repeat, "p99_ms": run.p99_ms, "p50_ms": run.percentiles_ms.get("p50"),
-                              **_hops_over_nations(run.hops)}
+                              **_hops_over_nations(run.hops), **run.downlink}
     if hops:
         summary["relay_hops_ms"] = hops
     summary["systems"] = list(systems)

@@ -229,7 +229,10 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "(reference)",
             f"node send -> relay receive p50 {h['uplink_p50_ms']:.2f} / p99 {h['uplink_p99_ms']:.2f} ms; "
             f"relay receive -> fused (validation, fusion) p50 {h['relay_p50_ms']:.2f} / p99 {h['relay_p99_ms']:.2f} ms; "
-            f"end to end p50 {_fmt(h['p50_ms'])} / p99 {_fmt(h['p99_ms'])} ms",
+            + (f"fused -> relay sent (fan-out) p50 {h['fanout_p50_ms']:.2f} / p99 {h['fanout_p99_ms']:.2f} ms; "
+               f"relay sent -> subscriber receive p50 {h['downlink_p50_ms']:.2f} / p99 {h['downlink_p99_ms']:.2f} ms; "
+               if "downlink_p99_ms" in h else "")
+            + f"end to end p50 {_fmt(h['p50_ms'])} / p99 {_fmt(h['p99_ms'])} ms",
             "-",
         ))
     for scenario, by_system in summary.get("cold_start_ms", {}).items():

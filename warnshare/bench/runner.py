@@ -106,6 +106,8 @@ class RunResult:
     profile: str = ""  # path of the py-spy summary, when the run was profiled
     #: Per source nation, the hops read off the relay's alerts (``Decoder.hop_summary``).
     hops: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The relay's fan-out and downlink hops (``loadgen.downlink_hops``).
+    downlink: dict[str, float] = field(default_factory=dict)
 
     @property
     def percentiles_ms(self) -> dict[str, float]:
@@ -193,6 +195,7 @@ def _reduce(spec: RunSpec, load: LoadResult, res: RunResult) -> None:
     res.drain_s = load.drain_s
     res.time_requests = load.time_requests
     res.hops = load.hops
+    res.downlink = load.downlink
     res.publisher_errors = load.publisher_errors[:10]
     if head:
         res.head_p50_ns = int(np.median(np.concatenate(head)))
