@@ -3,7 +3,9 @@
 Impact: the fused state's 12 symmetric sigma points (plus the centre) are flown to the ground
 with J2 (drag is not modelled: the prediction is a vacuum ballistic one, which the
 converging national tracks correct in the last minutes). The spread of their ground points,
-in the local East-North plane, gives the 2x2 covariance scaled to 95% (chi-square, 2 dof).
+in the local East-North plane, plus a model-error term for the drag and lift the vacuum flight
+lacks (``model_error_en``), gives the 2x2 covariance scaled to 95% (chi-square, 2 dof); the
+time sigma adds the along-track model error at the arrival's ground speed.
 
 Launch: while a missile boosts, its track is close to constant acceleration from rest, so the
 launch is at p - v h / v_up and t - 2 h / v_up (h altitude, v_up vertical speed). Seen only after
@@ -109,10 +111,16 @@ def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> Gr
     en = _en(s_hit[1:][ok, :3], lat0, lon0)
     cov = en.T @ en / k
     dt = t_hit[1:][ok] - t_hit[0]
-    tsig = math.sqrt(float(np.dot(dt, dt)) / k)
     lat, lon, alt = geo.ecef_to_geodetic(path)
     track = np.stack([lat, lon, alt], axis=1)
-    cov = cov + model_error_en(path, lat0, lon0, alt)
+    model, along_m = model_error_en(path, lat0, lon0, alt, x)
+    cov = cov + model
+    # the along-track model error in time, at the speed over the ground of the vacuum arrival
+    vh = s_hit[0, 3:]
+    vh = vh - (vh @ s_hit[0, :3]) / (s_hit[0, :3] @ s_hit[0, :3]) * s_hit[0, :3]
+    speed_h = math.sqrt(float(vh @ vh))
+    t_model = along_m / speed_h if speed_h > 1.0 else 0.0
+    tsig = math.sqrt(float(np.dot(dt, dt)) / k + t_model * t_model)
     ellipse = ellipse_95(cov)
     return GroundPoint(
         time_ns=tov_ns + int(round(float(t_hit[0]) * 1e9)),
@@ -128,37 +136,67 @@ def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> Gr
     )
 
 
-#: Model error of the vacuum prediction in the atmosphere, as a fraction of the horizontal path
-#: still to fly below ATMOSPHERE_M: drag shortens it, a quasi-ballistic body's pull-up glide
-#: (KN-23) stretches it, a banked glide bends it. Calibrated on the simulator's KN-23 and KN-25
-#: salvo flights (see docs/FUSION.md): an honest but wide ellipse until the glide is seen.
+#: Model error of the vacuum prediction in the atmosphere. Drag shortens the flight, a
+#: quasi-ballistic body's pull-up glide (KN-23) stretches it, a banked glide bends it. Its
+#: along-track standard deviation is the larger of
+#: - ALONG_FRACTION of the horizontal vacuum path still to fly below ATMOSPHERE_M, and
+#: - while the state is in the atmosphere and not diving steeper than GLIDE_MAX_DIVE_DEG,
+#:   GLIDE_FRACTION of its energy height h + v^2 / 2g: a lifting body has L/D energy heights of
+#:   glide ahead, and from a shallow or level state (a depressed arc near its apogee, a glide
+#:   under way) the vacuum arc falls within a minute and understates the flight left by up to
+#:   0.7 energy heights on the simulator's KN-23. A steep dive through dense air cannot pull up
+#:   into a long glide: the path term alone applies.
+#: Across track: CROSS_FRACTION / ALONG_FRACTION of the along-track figure. Calibrated on the
+#: simulator's KN-23 and KN-25 flights (docs/FUSION.md): honest but wide while a glide may be ahead.
 ALONG_FRACTION = 0.25
 CROSS_FRACTION = 0.05
 ATMOSPHERE_M = 120_000.0
+GLIDE_FRACTION = 0.3
+GLIDE_MAX_DIVE_DEG = 15.0
+_SIN_DIVE = math.sin(math.radians(GLIDE_MAX_DIVE_DEG))
+_G0 = 9.80665
 
 
-def model_error_en(path: NDArray, lat0: float, lon0: float, alt: NDArray) -> NDArray:
-    """2x2 (east, north) covariance of the prediction's model error at the impact point."""
+def energy_height_m(x: NDArray) -> float:
+    """h + v^2 / 2g of a state in the atmosphere not diving steeply; 0 otherwise (m)."""
+    px, py, pz, vx, vy, vz = (float(c) for c in x[:6])
+    h = geodetic(px, py, pz)[2]
+    if not 0.0 < h < ATMOSPHERE_M:
+        return 0.0
+    v2 = vx * vx + vy * vy + vz * vz
+    # vertical speed along the geocentric radius (within a fraction of a degree of the normal)
+    v_up = (px * vx + py * vy + pz * vz) / math.sqrt(px * px + py * py + pz * pz)
+    if v_up < -_SIN_DIVE * math.sqrt(v2):
+        return 0.0
+    return h + v2 / (2.0 * _G0)
+
+
+def model_error_en(
+    path: NDArray, lat0: float, lon0: float, alt: NDArray, x: NDArray | None = None
+) -> tuple[NDArray, float]:
+    """2x2 (east, north) covariance of the prediction's model error at the impact point, and its
+    along-track standard deviation (m); ``x`` the state flown (its energy height), if given."""
     if len(path) < 2:
-        return np.zeros((2, 2))
+        return np.zeros((2, 2)), 0.0
     en = _en(path, lat0, lon0)
     step = en[1:] - en[:-1]
     seg = np.sqrt(np.add.reduce(step * step, axis=1))
     low = (alt[:-1] < ATMOSPHERE_M) | (alt[1:] < ATMOSPHERE_M)
-    length = float(np.add.reduce(seg[low]))
-    if length <= 0.0:
-        return np.zeros((2, 2))
+    sa = ALONG_FRACTION * float(np.add.reduce(seg[low]))
+    if x is not None:
+        sa = max(sa, GLIDE_FRACTION * energy_height_m(x))
+    if sa <= 0.0:
+        return np.zeros((2, 2)), 0.0
     de, dn = (en[-1] - en[-2] if seg[-1] > 0 else en[-1] - en[0]).tolist()
     n = math.hypot(de, dn)
-    sa = ALONG_FRACTION * length
     if n == 0.0:
-        return np.eye(2) * sa * sa
+        return np.eye(2) * sa * sa, sa
     ue, un = de / n, dn / n
-    sc = CROSS_FRACTION * length
+    sc = sa * (CROSS_FRACTION / ALONG_FRACTION)
     # along-track variance on u = (ue, un), across-track on v = (-un, ue)
     a2, c2 = sa * sa, sc * sc
     return np.array([[a2 * ue * ue + c2 * un * un, (a2 - c2) * ue * un],
-                     [(a2 - c2) * ue * un, a2 * un * un + c2 * ue * ue]])
+                     [(a2 - c2) * ue * un, a2 * un * un + c2 * ue * ue]]), sa
 
 
 def ellipse_95(cov_en: NDArray) -> tuple[float, float, float]:
