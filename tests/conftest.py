@@ -41,7 +41,7 @@ class RunningRelay:
         last, quiet_since = -1, time.monotonic()
         deadline = quiet_since + timeout_s
         while time.monotonic() < deadline:
-            busy = relay.engine.predictions_due or relay._predict_handle is not None
+            busy = relay.engine.predictions_due or relay._after_handle is not None
             if busy or relay.hub.last_alert_id != last:
                 last, quiet_since = relay.hub.last_alert_id, time.monotonic()
             elif time.monotonic() - quiet_since >= quiet_s:

@@ -376,3 +376,45 @@ async def test_alerts_are_the_same_with_and_without_direct_writes(direct_writes:
         assert (hub.direct_frames > 0) == direct_writes
     finally:
         running.stop()
+
+
+async def test_young_garbage_collections_run_only_between_reports() -> None:
+    """With gc_control the relay runs the young collections itself, after a batch's alerts have
+    gone out or in its ticker: no collection starts inside the handling of a report."""
+    import gc
+    import sys
+
+    from tests.conftest import start_relay
+    from warnshare.relay.app import RelayConfig
+
+    where: list[str] = []
+
+    def watch(phase: str, info: dict) -> None:
+        if phase != "start":
+            return
+        names = set()
+        frame = sys._getframe(1)
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        where.append("chosen" if names & {"collect_young", "maybe_collect_garbage", "lifespan"} else
+                     f"gen{info['generation']} in {sorted(names & {'ingest_batch', 'ingest', '_fuse', 'flush'})}")
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(100, 5, thresholds[2])  # low, so that one missile's reports pass them often
+    running = start_relay(RelayConfig())
+    gc.callbacks.append(watch)
+    try:
+        assert not gc.isenabled()
+        pubs = await publish_missile(running.ws_url)
+        await stop_publishers(pubs)
+        await running.settled_alert_id()
+        assert running.relay.hub.last_alert_id > len(STATES)
+    finally:
+        gc.callbacks.remove(watch)
+        running.stop()
+        gc.set_threshold(*thresholds)
+    assert gc.isenabled()  # given back when the relay stops
+    # the batch's reports (thousands of objects) passed the threshold: collected after it
+    assert where.count("chosen") >= 1, where
+    assert set(where) == {"chosen"}, where

@@ -96,10 +96,12 @@ class RelayConfig:
     #: Distinct node ids the relay keeps state for (an open relay must not grow without bound).
     max_node_ids: int = 1_000
     #: Keep the garbage collector from stalling the event loop: what exists at start-up is moved
-    #: out of its way (``gc.freeze``), and full (generation 2) collections, which walk the whole
+    #: out of its way (``gc.freeze``); full (generation 2) collections, which walk the whole
     #: heap (tens of ms with the engine's state and the alert ring), run only from the ticker:
-    #: after ``gc_full_idle_s`` without a report, and at the latest every ``gc_full_max_s``
-    #: (young collections, where cyclic garbage mostly dies, run as usual). False: Python's own.
+    #: after ``gc_full_idle_s`` without a report, and at the latest every ``gc_full_max_s``.
+    #: Young collections (0.1-3 ms, where cyclic garbage mostly dies) run at Python's own
+    #: thresholds but at chosen moments: after a batch's alerts have gone out, and in the
+    #: ticker, never in the middle of a report. False: Python's own collector throughout.
     gc_control: bool = True
     #: ... when no report came for this long, and the last one is at least ``gc_full_min_s`` old
     gc_full_idle_s: float = 1.0
@@ -215,7 +217,10 @@ class Relay:
             frames_per_s=config.frames_per_s,
         )
         self.replay_guards: dict[str, ReplayGuard] = {}
-        self._predict_handle: asyncio.Handle | None = None
+        self._after_handle: asyncio.Handle | None = None
+        #: Young-generation thresholds while the relay runs the collector itself (None: it
+        #: does not; set by the app's lifespan, see ``RelayConfig.gc_control``).
+        self.gc_thresholds: tuple[int, int] | None = None
         self.connections = 0
         self.started_ns = time.time_ns()
         self.last_ingest_s = self.last_full_gc_s = time.monotonic()
@@ -254,9 +259,9 @@ class Relay:
                 )
             self.hub.fan_out(encoded)
             self.metrics.report_count(link.nation).inc(len(accepted.reports))
-            if self.engine.predictions_due and self._predict_handle is None:
+            if self._after_handle is None and (self.engine.predictions_due or self.gc_thresholds):
                 # after the broadcast this batch's alerts joined (queued first, runs first)
-                self._predict_handle = asyncio.get_running_loop().call_soon(self.predict_due)
+                self._after_handle = asyncio.get_running_loop().call_soon(self._after_broadcast)
         if accepted.duplicates:
             self.metrics.duplicates.inc(accepted.duplicates)
         self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
@@ -294,10 +299,29 @@ class Relay:
             self.metrics.alert_count(a.kind).inc()
         return [EncodedAlert(a) for a in alerts]
 
+    def _after_broadcast(self) -> None:
+        """What can wait until a batch's alerts are on their way: the impact predictions the
+        batch made due, then (after the broadcast of theirs) a young garbage collection."""
+        self._after_handle = None
+        if self.engine.predictions_due:
+            self.predict_due()
+        if self.gc_thresholds:
+            asyncio.get_running_loop().call_soon(self.collect_young)
+
+    def collect_young(self) -> None:
+        """Generation 0 (or 1) when its count is past Python's own threshold for it."""
+        if self.gc_thresholds is None:
+            return
+        t0, t1 = self.gc_thresholds
+        c0, c1, _ = gc.get_count()
+        if c1 >= t1:
+            gc.collect(1)
+        elif c0 >= t0:
+            gc.collect(0)
+
     def predict_due(self) -> None:
         """The impact predictions the latest reports made due (sigma-point flights, 1-3 ms
         each), as an input of their own: journaled, replayed in the same place."""
-        self._predict_handle = None
         now = time.time_ns()
         try:
             alerts = self.engine.predict_due(now)
@@ -462,6 +486,7 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
                 await asyncio.sleep(relay.config.tick_interval_s)
                 relay.tick()
                 if relay.config.gc_control:
+                    relay.collect_young()
                     relay.maybe_collect_garbage(time.monotonic())
 
         task = asyncio.create_task(ticker())
@@ -472,7 +497,8 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
             # relay allocated since.
             gc.collect()
             gc.freeze()
-            gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
+            gc.disable()
+            relay.gc_thresholds = (thresholds[0], thresholds[1])
         gc_started = [0.0]
         gc_histograms = [relay.metrics.gc_seconds.labels(str(g)) for g in range(3)]
 
@@ -487,8 +513,9 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
             yield
         finally:
             gc.callbacks.remove(gc_watch)
-            if relay.config.gc_control:
-                gc.set_threshold(*thresholds)
+            if relay.gc_thresholds:
+                relay.gc_thresholds = None
+                gc.enable()
             task.cancel()
             if relay.journal:
                 relay.journal.close()
