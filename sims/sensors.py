@@ -61,7 +61,22 @@ def sensors() -> tuple[Sensor, ...]:
 
 
 def sensors_of(nation: str, unavailable: tuple[str, ...] = ()) -> list[Sensor]:
+    """The sensors ``nation`` owns (and measures with), less the unavailable ones."""
     return [s for s in sensors() if s.nation == nation and s.id not in unavailable]
+
+
+def sensor_feeds(sensor_id: str) -> tuple[str, ...]:
+    """Nations whose trackers receive ``sensor_id``'s reports: its owner, then the nations the
+    data file's ``[feeds]`` table shares it with."""
+    owner = next(s.nation for s in sensors() if s.id == sensor_id)
+    shared = [n for n, ids in sorted(_data().get("feeds", {}).items()) if sensor_id in ids and n != owner]
+    return (owner, *shared)
+
+
+def sensors_fed_to(nation: str, unavailable: tuple[str, ...] = ()) -> list[Sensor]:
+    """The sensors whose reports ``nation``'s tracker uses: its own, then those other nations
+    share with it (the same reports, same noise, as their owner's tracker gets)."""
+    return [s for s in sensors() if s.id not in unavailable and nation in sensor_feeds(s.id)]
 
 
 def rng_for(seed: int, *labels: str) -> np.random.Generator:
@@ -197,6 +212,18 @@ def measure(sensor: Sensor, truth: dict[str, Trajectory], t0_ns: int, t1_ns: int
 def radar_to_ecef(ms: MeasurementSet, bias_sigma: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Converted radar reports: ECEF positions (N, 3) and their covariances (N, 3, 3), the
     latter widened by a registration-bias sigma (range m, az deg, el deg) when given."""
+    pos, jac = radar_to_ecef_jacobian(ms)
+    sig = ms.sigma.copy()
+    if bias_sigma is not None:
+        sig = np.sqrt(sig**2 + np.asarray(bias_sigma) ** 2)
+    sig[:, 1:] = np.radians(sig[:, 1:])
+    return pos, (jac * sig[:, None, :] ** 2) @ jac.transpose(0, 2, 1)
+
+
+def radar_to_ecef_jacobian(ms: MeasurementSet) -> tuple[np.ndarray, np.ndarray]:
+    """Converted radar reports: ECEF positions (N, 3) and the Jacobians (N, 3, 3) of each
+    position with respect to (range m, azimuth rad, elevation rad), which map the sensor's noise
+    and its registration bias into ECEF."""
     from warnshare.geo import enu_rotation, geodetic_to_ecef
 
     r, az, el = ms.values[:, 0], np.radians(ms.values[:, 1]), np.radians(ms.values[:, 2])
@@ -209,15 +236,7 @@ def radar_to_ecef(ms: MeasurementSet, bias_sigma: tuple[float, float, float] | N
     j[:, 0, 0], j[:, 0, 1], j[:, 0, 2] = ce * sa, r * ce * ca, -r * se * sa
     j[:, 1, 0], j[:, 1, 1], j[:, 1, 2] = ce * ca, -r * ce * sa, -r * se * ca
     j[:, 2, 0], j[:, 2, 1], j[:, 2, 2] = se, 0.0, r * ce
-    sig = ms.sigma.copy()
-    if bias_sigma is not None:
-        sig = np.sqrt(sig**2 + np.asarray(bias_sigma) ** 2)
-    sig[:, 1:] = np.radians(sig[:, 1:])
-    cov_rae = np.zeros((len(r), 3, 3))
-    cov_rae[:, [0, 1, 2], [0, 1, 2]] = sig**2
-    cov_enu = j @ cov_rae @ j.transpose(0, 2, 1)
-    cov = rot.T @ cov_enu @ rot
-    return pos, cov
+    return pos, rot.T @ j
 
 
 def ir_to_ecef(ms: MeasurementSet) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from .model import NATIONS, MeasurementSet, NationalTrackUpdate, Scenario, SimResult, Trajectory
-from .sensors import measure, nation_params, sensors_of
+from .sensors import measure, nation_params, sensors_fed_to
 from .tracker import run_tracker
 from .truth import NS, fly_launch
 
@@ -25,14 +25,20 @@ def simulate(
     nations: Iterable[str] | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    truth: dict[str, Trajectory] | None = None,
 ) -> SimResult:
     """Fly the scenario and run the requested nations' sensors and trackers (all three if None).
 
+    Each nation's tracker uses its own sensors and those shared with it (``[feeds]`` in
+    sims/data/sensors.toml); ``measurements`` holds every sensor some requested nation used.
+
     Deterministic: the same scenario, seed and nations give an identical result. ``progress``,
-    if given, receives a line before each long step.
+    if given, receives a line before each long step. ``truth``, if given, is the scenario's
+    ``build_truth`` result (it does not depend on the seed, so Monte-Carlo runs can share it).
     """
     wanted = list(NATIONS) if nations is None else [n for n in NATIONS if n in set(nations)]
-    truth = build_truth(scenario, progress)
+    if truth is None:
+        truth = build_truth(scenario, progress)
     t0 = scenario.start_ns
     t1 = max(tr.impact_ns for tr in truth.values())
     if scenario.duration_s > 0:
@@ -42,10 +48,14 @@ def simulate(
     for nation in wanted:
         if progress:
             progress(f"{nation}: sensors and national tracker")
-        own = sensors_of(nation, scenario.unavailable_sensors)
-        sets = [measure(s, truth, t0, t1, seed) for s in own]
-        measurements.update({m.sensor_id: m for m in sets})
+        fed = sensors_fed_to(nation, scenario.unavailable_sensors)
+        # a sensor shared by two nations measures once: both trackers get the very same reports
+        # (its draws depend only on the seed and its id, so this holds when nations run apart)
+        for s in fed:
+            if s.id not in measurements:
+                measurements[s.id] = measure(s, truth, t0, t1, seed)
+        sets = [measurements[s.id] for s in fed]
         params = nation_params(nation)
-        bias = {s.id: (s.bias_range_m, s.bias_az_deg, s.bias_el_deg) for s in own if s.kind == "radar"}
+        bias = {s.id: (s.bias_range_m, s.bias_az_deg, s.bias_el_deg) for s in fed if s.kind == "radar"}
         tracks[nation] = run_tracker(nation, sets, params["latency_s"], params["confirm_hits"], bias)
     return SimResult(scenario=scenario, seed=seed, truth=truth, measurements=measurements, national_tracks=tracks)

@@ -1,10 +1,15 @@
 """A nation's tracker: its sensors' reports in, the national tracks its node publishes out.
 
 Converted-measurement Kalman filter in ECEF (position, velocity) with a ballistic prediction
-(J2 gravity, Coriolis, centrifugal) and white-noise acceleration that is large while a track
-boosts or manoeuvres; greedy nearest-neighbour association per sensor scan inside a chi-square
-gate; M-hit confirmation (the start-up delay), coast-out deletion (a last update with ``lost``),
-track quality from the position covariance, and a processing latency per nation.
+(J2 gravity, Coriolis, centrifugal) and white-noise acceleration sized to what that prediction
+lacks: thrust while a track boosts, drag and lift from the air density at the track's altitude
+after burn-out, a small floor in near-vacuum. Each radar's registration bias is a constant
+error, not noise: the filter carries it as a Schmidt-Kalman "consider" parameter (the state's
+cross-covariance with each radar's range/azimuth/elevation bias), so averaging many reports of
+one radar does not shrink the covariance below what the bias leaves. Greedy nearest-neighbour
+association per sensor scan inside a chi-square gate; M-hit confirmation (the start-up delay),
+coast-out deletion (a last update with ``lost``), track quality from the position covariance,
+and a processing latency per nation.
 """
 
 from __future__ import annotations
@@ -25,16 +30,27 @@ from warnshare.geo import (
     ecef_to_geodetic,
 )
 
+from .atmosphere import properties as air_properties
 from .model import MeasurementSet, NationalTrackUpdate
-from .sensors import ir_to_ecef, radar_to_ecef
+from .sensors import ir_to_ecef, radar_to_ecef_jacobian
 
 NS = 1_000_000_000
 GATE_CHI2 = 16.27  # 3 degrees of freedom, 99.9 %
 SIGMA_A_BOOST = 80.0  # m/s^2: unknown thrust (solid SRBMs reach ~20 g at burnout)
-SIGMA_A_BALLISTIC = 4.0  # m/s^2: model error in near-vacuum
-SIGMA_A_ENDO = 30.0  # m/s^2: drag and glide lift below ENDO_ALT_M, which the ballistic model lacks
-ENDO_ALT_M = 90e3
+SIGMA_A_BALLISTIC = 0.1  # m/s^2: model error in near-vacuum (J2 is modelled; venting, tail-off)
+# Drag and glide lift, which the ballistic prediction lacks, scale with the dynamic pressure:
+# |a| ~ rho v^2 / (2 beta) sqrt(1 + (L/D)^2). A nation does not know the class, so beta is one
+# effective figure (the simulator's SRBMs fly 1,600-12,000 kg/m^2 effective, lift included)
+# and the innovations raise the level for a track that needs more (_adapt): a glide's lift.
+BETA_AERO_KG_M2 = 4000.0
+NIS_GAIN = 0.3  # weight of the newest innovation in the running mean (a few updates' memory)
+Q_SCALE_RATE = 1.0  # per update: the multiplier grows by exp(rate * (mean NIS per dof - 1))
+Q_SCALE_MAX = 100.0  # the aerodynamic noise level grows at most 10x
+SIGMA_A_AERO_MAX = 60.0  # m/s^2: the most drag and lift the level allows (~6 g); more is a manoeuvre
 SIGMA_A_MANOEUVRE = 300.0  # m/s^2: re-entry deceleration or a thrust the gate missed
+# the manoeuvre gate is tried only this soon after a track's last update: after a long coast
+# its 0.5 * 300 m/s^2 * dt^2 reach spans the neighbouring missiles of a salvo
+MANOEUVRE_GATE_MAX_S = 6.0
 SIGMA_V_INIT = 3000.0  # m/s: a one-point track knows nothing of its velocity
 BOOST_ACCEL = 8.0  # m/s^2 of non-gravitational acceleration along the velocity: thrust
 BOOST_WINDOW_S = 8.0  # velocity history over which that acceleration is measured
@@ -66,6 +82,11 @@ class _Track:
     thrust_seen_ns: int = -(10**19)
     ir_until_ns: int = 0
     history: list = field(default_factory=list)  # (t_ns, velocity) after each update
+    # radar id -> (6, 3) cross-covariance of the state's error with that radar's registration
+    # bias in (range m, azimuth rad, elevation rad): the consider parameters
+    cx: dict = field(default_factory=dict)
+    q_scale: float = 1.0  # adaptive multiplier of the aerodynamic noise variance (see _adapt)
+    nis_avg: float = 1.0  # running mean of the normalised innovation squared per dimension
 
 
 def _accel(r: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -114,12 +135,27 @@ def _predict(x: np.ndarray, p: np.ndarray, dt: float, sigma_a: float) -> tuple[n
     return np.concatenate([r, v]), f @ p @ f.T + qm
 
 
-def _sigma_a(tr: _Track) -> float:
+def _sigma_a(tr: _Track, dt: float) -> float:
     if tr.boosting or not tr.phase_known:
         return SIGMA_A_BOOST
-    if _altitude(tr.x) < ENDO_ALT_M:
-        return SIGMA_A_ENDO
-    return SIGMA_A_BALLISTIC
+    # the densest air the track reaches over the interval: a falling track's drag grows fast
+    r = tr.x[:3]
+    v = tr.x[3:]
+    v_up = float(r @ v) / math.sqrt(float(r @ r))
+    alt = _altitude(tr.x) + min(0.0, v_up) * max(dt, 0.0)
+    rho = air_properties(alt)[0]
+    aero = math.sqrt(tr.q_scale) * 0.5 * rho * float(v @ v) / BETA_AERO_KG_M2
+    return min(SIGMA_A_AERO_MAX, max(SIGMA_A_BALLISTIC, aero))
+
+
+def _adapt(tr: _Track, nis: float) -> None:
+    """Raise the aerodynamic noise while innovations run larger than the filter expects, let it
+    fall back while they do not: a glide vehicle's lift (several times its drag, unknown to a
+    tracker that cannot tell the class) shows as a run of large innovations."""
+    tr.nis_avg += NIS_GAIN * (nis / 3.0 - tr.nis_avg)
+    if tr.boosting or not tr.phase_known:
+        return
+    tr.q_scale = min(Q_SCALE_MAX, max(1.0, tr.q_scale * math.exp(Q_SCALE_RATE * (tr.nis_avg - 1.0))))
 
 
 def _altitude(x: np.ndarray) -> float:
@@ -128,23 +164,61 @@ def _altitude(x: np.ndarray) -> float:
     return math.sqrt(r2) - WGS84_B / math.sqrt(1.0 - WGS84_E2 * float(x[0] ** 2 + x[1] ** 2) / r2)
 
 
-def _gate(xp: np.ndarray, pp: np.ndarray, z: np.ndarray, rz: np.ndarray) -> float:
-    y = z - xp[:3]
+def _predict_cross(cx: dict, dt: float) -> dict:
+    """The consider cross-covariances through the constant-velocity F of ``_predict``."""
+    out = {}
+    for sid, c in cx.items():
+        c2 = c.copy()
+        c2[:3] += dt * c[3:]
+        out[sid] = c2
+    return out
+
+
+def _innovation(pp: np.ndarray, c: np.ndarray | None, rz: np.ndarray, bias: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """Innovation covariance S (3, 3) and state-measurement cross-covariance (6, 3) of a report
+    z = H x + G b + v: noise ``rz``, ``bias`` = (G, G B, G B G^T) of its radar's bias b ~ N(0, B),
+    ``c`` the state's cross-covariance with b (None: none yet)."""
     s = pp[:3, :3] + rz
+    cross = pp[:, :3]
+    if bias is not None:
+        g, _, gbg = bias
+        s = s + gbg
+        if c is not None:
+            cg = c @ g.T
+            cross = cross + cg
+            s = s + cg[:3] + cg[:3].T
+    return s, cross
+
+
+def _gate(xp: np.ndarray, s: np.ndarray, z: np.ndarray) -> float:
+    y = z - xp[:3]
     yy = float(y @ y)
     if yy > GATE_CHI2 * float(np.trace(s)):
         return math.inf  # d2 >= |y|^2 / max eigenvalue >= |y|^2 / trace: outside, no solve needed
     return float(y @ np.linalg.solve(s, y))
 
 
-def _update(xp: np.ndarray, pp: np.ndarray, z: np.ndarray, rz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = pp[:3, :3] + rz
-    k = np.linalg.solve(s, pp[:3, :]).T  # (6, 3) = P H^T S^-1, S symmetric
-    x = xp + k @ (z - xp[:3])
-    ikh = np.eye(6)
-    ikh[:, :3] -= k
-    p = ikh @ pp @ ikh.T + k @ rz @ k.T  # Joseph form keeps P symmetric positive
-    return x, 0.5 * (p + p.T)
+def _log_det(s: np.ndarray) -> float:
+    """ln |S|: added to d^2 it ranks pairings by likelihood, so a track coasting with a wide
+    covariance (small d^2 for anything near) does not take a report from the track it fits."""
+    return float(np.linalg.slogdet(s)[1])
+
+
+def _update(
+    xp: np.ndarray, pp: np.ndarray, cxp: dict, sid: str, z: np.ndarray, rz: np.ndarray, bias: tuple | None,
+) -> tuple[np.ndarray, np.ndarray, dict, float]:
+    """Schmidt-Kalman update: the gain accounts for the radar's bias, which stays unestimated
+    (a single track cannot separate it from the target's position) but whose share of the
+    error is kept in P and in the cross-covariances."""
+    s, cross = _innovation(pp, cxp.get(sid), rz, bias)
+    k = np.linalg.solve(s, cross.T).T  # (6, 3), S symmetric
+    y = z - xp[:3]
+    x = xp + k @ y
+    p = pp - k @ cross.T
+    cx = {t: c - k @ c[:3] for t, c in cxp.items()}
+    if bias is not None:
+        cx[sid] = cx.get(sid, np.zeros((6, 3))) - k @ bias[1]
+    return x, 0.5 * (p + p.T), cx, float(y @ np.linalg.solve(s, y))
 
 
 def track_quality(p: np.ndarray) -> int:
@@ -268,16 +342,32 @@ def run_tracker(
 ) -> list[NationalTrackUpdate]:
     """National track updates from one nation's measurement sets, sorted by availability.
 
-    ``bias_sigma`` (range m, azimuth deg, elevation deg per radar) widens each report's
-    covariance by the registration bias the nation knows its radars may carry, so two radars
-    of one target stay inside one track's gate.
+    ``bias_sigma`` (range m, azimuth deg, elevation deg per radar) is the registration bias the
+    nation knows its radars may carry: a consider parameter of the filter (see the module
+    docstring), which also keeps two radars of one target inside one track's gate.
     """
     bias_sigma = bias_sigma or {}
     rows_t, rows_z, rows_r, rows_sid, rows_ir, rows_lab = [], [], [], [], [], []
+    rows_bias: list = []  # per report: (G, G B, G B G^T) of its radar's bias, or None
     for ms in measurements:
         if len(ms) == 0:
             continue
-        z, r = (radar_to_ecef(ms, bias_sigma.get(ms.sensor_id)) if ms.kind == "radar" else ir_to_ecef(ms))
+        if ms.kind == "radar":
+            z, g = radar_to_ecef_jacobian(ms)
+            sig = ms.sigma.copy()
+            sig[:, 1:] = np.radians(sig[:, 1:])
+            r = (g * sig[:, None, :] ** 2) @ g.transpose(0, 2, 1)
+            b = bias_sigma.get(ms.sensor_id)
+            if b is None:
+                rows_bias.extend([None] * len(ms))
+            else:
+                bvar = np.array([b[0] ** 2, math.radians(b[1]) ** 2, math.radians(b[2]) ** 2])
+                gb = g * bvar[None, None, :]
+                gbg = gb @ g.transpose(0, 2, 1)
+                rows_bias.extend(zip(g, gb, gbg, strict=True))
+        else:
+            z, r = ir_to_ecef(ms)
+            rows_bias.extend([None] * len(ms))
         rows_t.append(ms.times_ns)
         rows_z.append(z)
         rows_r.append(r)
@@ -342,20 +432,24 @@ def run_tracker(
             guess = tr.x[:3] + tr.x[3:] * dt
             if all(float(np.sum((z_all[m] - guess) ** 2)) > reach * reach for m in scan):
                 continue
-            sig = _sigma_a(tr)
+            sig = _sigma_a(tr, dt)
             xp, pp = _predict(tr.x, tr.p, dt, sig)
+            cxp = _predict_cross(tr.cx, dt)
+            c = cxp.get(str(sid))
             xh = ph = None
             for m in scan:
-                d2 = _gate(xp, pp, z_all[m], r_all[m])
+                s_m = _innovation(pp, c, r_all[m], rows_bias[m])[0]
+                d2 = _gate(xp, s_m, z_all[m])
                 if d2 <= GATE_CHI2:
-                    cands.append((d2, k, m, False))
-                elif sig < SIGMA_A_MANOEUVRE:
+                    cands.append((d2 + _log_det(s_m), k, m, False))
+                elif sig < SIGMA_A_MANOEUVRE and dt <= MANOEUVRE_GATE_MAX_S:
                     if xh is None:
                         xh, ph = _predict(tr.x, tr.p, dt, SIGMA_A_MANOEUVRE)
-                    d2h = _gate(xh, ph, z_all[m], r_all[m])
+                    s_h = _innovation(ph, c, r_all[m], rows_bias[m])[0]
+                    d2h = _gate(xh, s_h, z_all[m])
                     if d2h <= GATE_CHI2:
-                        cands.append((d2h + GATE_CHI2, k, m, True))
-            preds[k] = (xp, pp, xh, ph)
+                        cands.append((d2h + _log_det(s_h) + GATE_CHI2, k, m, True))
+            preds[k] = (xp, pp, xh, ph, cxp)
         cands.sort(key=lambda c: (c[0], c[1], c[2]))
         used_t, used_m = set(), set()
         for _d2, k, m, hi in cands:
@@ -364,12 +458,12 @@ def run_tracker(
             used_t.add(k)
             used_m.add(m)
             tr = tracks[k]
-            xp, pp, xh, ph = preds[k]
+            xp, pp, xh, ph, cxp = preds[k]
             if hi:
                 xp, pp = xh, ph
-            dt = (t - tr.t_ns) / NS
-            x_new, p_new = _update(xp, pp, z_all[m], r_all[m])
-            tr.x, tr.p, tr.t_ns = x_new, p_new, t
+            tr.x, tr.p, tr.cx, nis = _update(xp, pp, cxp, str(sid), z_all[m], r_all[m], rows_bias[m])
+            _adapt(tr, nis)
+            tr.t_ns = t
             tr.hits += 1
             tr.labels[rows_lab[m]] += 1
             tr.sensor_seen[str(sid_all[m])] = t
@@ -390,6 +484,10 @@ def run_tracker(
             p0[3:, 3:] = np.eye(3) * SIGMA_V_INIT**2
             x0 = np.concatenate([z_all[m], np.zeros(3)])
             tr = _Track(next_number[0], x0, p0, t, t)
+            if rows_bias[m] is not None:
+                # the first fix carries its radar's bias whole: position error = G b + noise
+                p0[:3, :3] += rows_bias[m][2]
+                tr.cx[str(sid)] = np.vstack([rows_bias[m][1], np.zeros((3, 3))])
             next_number[0] += 1
             tr.labels[rows_lab[m]] += 1
             tr.sensor_seen[str(sid_all[m])] = t
