@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes for the Monte-Carlo seeds (default 1; the timed tables always run in this process)")
     parser.add_argument("--plot", metavar="PNG", help="plot impact error against time since launch")
     parser.add_argument("--no-stonesoup", action="store_true", help="skip the Stone Soup anchors")
+    parser.add_argument("--coverage-by-class", action="store_true",
+                        help="Monte-Carlo ellipse coverage and median size by missile class and flight phase")
 
 
 # ------------------------------------------------------------------ scenarios
@@ -384,6 +386,7 @@ def lifecycle_scores(out: Output, reps: list, sim: Any) -> dict[str, Any]:
     for t, mid, _r in reps:
         first_report.setdefault(mid, t)
     latency, impact_pts, coverage_first, coverage_all, coverage_last = [], [], [], [], []
+    by_class: list[tuple[str, str, bool, bool, float]] = []
     seen_launch: set = set()
     last_impact: dict[str, Any] = {}
     for _k, a in out.alerts:
@@ -401,6 +404,9 @@ def lifecycle_scores(out: Output, reps: list, sim: Any) -> dict[str, Any]:
             inside = metrics.in_ellipse(tr.impact_lat_deg, tr.impact_lon_deg, g.lat_deg, g.lon_deg,
                                         g.semi_major_m, g.semi_minor_m, g.orientation_deg)
             impact_pts.append((since, err))
+            if a.state is not None:
+                by_class.append((tr.missile_class, _phase_of(a.state, tr), a.kind == AlertKind.IMPACT_PREDICTED,
+                                 inside, g.semi_major_m))
             if a.kind == AlertKind.IMPACT_PREDICTED:
                 coverage_all.append(inside)
                 if not any(x[0] == mid for x in coverage_first):
@@ -413,7 +419,38 @@ def lifecycle_scores(out: Output, reps: list, sim: Any) -> dict[str, Any]:
         "coverage_first": [c for _m, c in coverage_first],
         "coverage_all": coverage_all,
         "coverage_last": coverage_last,
+        "coverage_by_class": by_class,
     }
+
+
+def _phase_of(state: Any, tr: Any) -> str:
+    """Flight phase of a fused state for the coverage breakdown: boost (truth: before burn-out),
+    ascent, or the descent by altitude band."""
+    if state.time_of_validity_ns < tr.burnout_ns:
+        return "boost"
+    if float(np.dot(state.position_ecef_m, state.velocity_ecef_mps)) > 0.0:
+        return "ascent"
+    return "descent >50 km" if state.alt_m > 50e3 else "descent 20-50 km" if state.alt_m > 20e3 else "descent <20 km"
+
+
+def coverage_by_class(rows: list[tuple[str, str, bool, bool, float]]) -> dict[str, Any]:
+    """Ellipse coverage and median semi-major axis by (class, phase): IMPACT_PREDICTED alerts
+    ('issued') and every published prediction (TRACK_UPDATE alerts carry one too)."""
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for cls, phase, issued, inside, major in rows:
+        groups[(cls, phase)].append((issued, inside, major))
+        groups[(cls, "all")].append((issued, inside, major))
+    out = {}
+    for (cls, phase), g in sorted(groups.items()):
+        iss = [x for x in g if x[0]]
+        out[f"{cls} {phase}"] = {
+            "issued_coverage": _frac([x[1] for x in iss]) if iss else math.nan,
+            "issued_n": len(iss),
+            "every_coverage": _frac([x[1] for x in g]),
+            "every_n": len(g),
+            "median_semi_major_km": float(np.median([x[2] for x in g])) / 1000.0,
+        }
+    return out
 
 
 def report_period_s(reps: list) -> float:
@@ -504,6 +541,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{sname}: Monte-Carlo over {len(runs)} seeds")
         for k, v in mc[sname].items():
             print(f"  {k:38s} {v}")
+        if getattr(args, "coverage_by_class", False):
+            table = coverage_by_class([c for r in runs for c in r["coverage_by_class"]])
+            mc[sname]["coverage_by_class"] = table
+            print(f"  {'class phase':30s} {'issued':>14s} {'every published':>18s} {'median major km':>16s}")
+            for k, v in table.items():
+                print(f"  {k:30s} {v['issued_coverage']:8.3f} ({v['issued_n']:4d}) {v['every_coverage']:8.3f} ({v['every_n']:6d}) "
+                      f"{v['median_semi_major_km']:12.1f}")
     edges = [0, 60, 120, 180, 240, 300, 400, 500, 700, 1000, 2000, 5000]
     curve = metrics.binned_median([p[0] for p in all_impacts], [p[1] for p in all_impacts], edges)
     summary["impact_error_vs_time"] = [{"from_s": a, "to_s": b, "median_error_m": m, "n": n} for a, b, m, n in curve]
@@ -541,6 +585,7 @@ def _seed_run(sc: Any, seed: int) -> dict[str, Any]:
         "coverage_first": life["coverage_first"],
         "coverage_all": life["coverage_all"],
         "coverage_last": life["coverage_last"],
+        "coverage_by_class": life["coverage_by_class"],
         "swap_free": s["tracks_with_swap"] == 0,
         "one_each": s["one_track_per_missile"],
         "average_nees": s["average_nees"],
