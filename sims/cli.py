@@ -15,6 +15,7 @@ import numpy as np
 
 from .model import NATIONS, SimResult
 from .scenario import list_fault_overlays, list_scenarios, load_scenario
+from .sensors import sensor_feeds
 
 NS = 1_000_000_000
 
@@ -46,7 +47,9 @@ def summary(result: SimResult) -> dict[str, Any]:
             hit = ms.times_ns[ms.truth_id == mid]
             if len(hit):
                 seen.append({
-                    "sensor": ms.sensor_id, "nation": ms.nation, "reports": int(len(hit)),
+                    "sensor": ms.sensor_id, "nation": ms.nation,
+                    "fed_to": [n for n in sensor_feeds(ms.sensor_id) if n in result.national_tracks],
+                    "reports": int(len(hit)),
                     "first_s": round((int(hit[0]) - tr.launch_ns) / NS, 1),
                     "last_s": round((int(hit[-1]) - tr.launch_ns) / NS, 1),
                 })
@@ -98,7 +101,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(f"    apogee {m['apogee_km']:.1f} km, range {m['range_km']:.1f} km, flight {m['flight_time_s']:.0f} s{extra}; "
               f"impact {m['impact_lat_deg']:.3f}N {m['impact_lon_deg']:.3f}E")
         for nation in s["nations"]:
-            sensors = [x for x in m["seen_by"] if x["nation"] == nation]
+            sensors = [x for x in m["seen_by"] if nation in x["fed_to"]]
             t = m["national_tracks"].get(nation)
             if not sensors and not t:
                 print(f"    {nation}: not seen")
@@ -106,7 +109,8 @@ def _print_summary(s: dict[str, Any]) -> None:
             head = f"national track from {t['first_available_s']:.0f} s" if t else "no national track"
             print(f"    {nation}: {head}")
             for x in sensors:
-                print(f"      {x['sensor']:<26} {x['first_s']:7.0f} s - {x['last_s']:7.0f} s  ({x['reports']} reports)")
+                shared = f", {x['nation']}'s" if x["nation"] != nation else ""
+                print(f"      {x['sensor']:<26} {x['first_s']:7.0f} s - {x['last_s']:7.0f} s  ({x['reports']} reports{shared})")
     for f in s["faults"]:
         print(f"  fault: {f}")
 
