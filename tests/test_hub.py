@@ -358,3 +358,27 @@ async def test_the_frame_budget_spaces_broadcasts_and_loses_nothing() -> None:
         got = [a.alert_id for p in ws_payloads(d.written) for a in decode_relay_to_subscriber(p).alerts]
         assert got == list(range(1, 101))
         assert len(d.written) <= elapsed / 0.010 + 1  # the budget, not one frame per alert
+
+
+async def test_flush_if_due_sends_at_once_unless_the_budget_holds_the_broadcast_back() -> None:
+    # the relay calls it before acknowledging a batch: the alerts leave before the ack
+    hub = Hub(frames_per_s=1e12)
+    direct = FakeDirect()
+    hub.attach(direct_subscriber("msgpack", direct, []), [])
+    hub.publish([make_alert(1)])
+    hub.flush_if_due()
+    assert len(direct.written) == 1  # now, not at the end of the loop's turn
+    await asyncio.sleep(0)
+    assert len(direct.written) == 1  # and not twice
+
+    slow = Hub(frames_per_s=10.0)  # one subscriber: one broadcast every 100 ms at most
+    held = FakeDirect()
+    slow.attach(direct_subscriber("msgpack", held, []), [])
+    slow.publish([make_alert(1)])
+    slow.flush_if_due()
+    assert len(held.written) == 1
+    slow.publish([make_alert(2)])  # within the budget's gap: the broadcast keeps its time
+    slow.flush_if_due()
+    assert len(held.written) == 1
+    await asyncio.sleep(0.15)
+    assert len(held.written) == 2

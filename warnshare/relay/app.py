@@ -689,6 +689,7 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
                 except ProtocolError as exc:
                     exc.seq = batch.reports[0].seq
                     raise
+                relay.hub.flush_if_due()  # the alerts go out before the ack
                 await conn.send(ack)
                 # Frames already queued are read without suspending: yield once per batch so the
                 # subscribers' writers drain what this batch queued before the next one adds more.

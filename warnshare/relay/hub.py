@@ -234,6 +234,7 @@ class Hub:
         self.direct: set[Subscriber] = set()
         self.pending: list[EncodedAlert] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._flush_now_ok = False  # the scheduled broadcast is due at once (not budget-delayed)
         self.broadcasts = 0
         self.direct_frames = 0
         self.last_broadcast_ns = 0
@@ -272,11 +273,21 @@ class Hub:
                 wait_ns = self.last_broadcast_ns + self.broadcast_gap_ns() - self.clock()
                 if wait_ns > 0:
                     self._flush_handle = loop.call_later(wait_ns / 1e9, self.flush)
+                    self._flush_now_ok = False
                 else:
                     self._flush_handle = loop.call_soon(self.flush)
+                    self._flush_now_ok = True
         for sub in self.subscribers:
             if sub.direct is None:
                 sub.offer(encoded)
+
+    def flush_if_due(self) -> None:
+        """Broadcast now what is pending, if the frame budget already allows it (else the
+        scheduled broadcast keeps its time). The relay calls it before acknowledging a batch:
+        the ack wakes the node's process, which on a busy machine may take the CPU from the
+        relay for milliseconds, and the subscribers' frames should be on their way first."""
+        if self._flush_handle is not None and self._flush_now_ok:
+            self.flush()
 
     def flush(self) -> None:
         """Send the pending alerts: each distinct frame built once, written to every caught-up
