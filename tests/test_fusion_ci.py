@@ -26,16 +26,58 @@ def test_fuse_matches_the_ci_formula():
     assert np.allclose(p, p_ref) and np.allclose(x, x_ref)
 
 
-def test_optimal_weight_beats_the_grid_and_the_extremes():
+@pytest.mark.parametrize("criterion", ["det", "trace"])
+def test_optimal_weight_beats_the_grid_and_the_extremes(criterion):
+    def measure(info):  # higher is better
+        if criterion == "det":
+            return np.linalg.slogdet(info)[1]
+        return -np.trace(np.linalg.inv(info)[:3, :3])
+
     rng = np.random.default_rng(2)
     for _ in range(5):
         ps = np.stack([random_cov(rng), random_cov(rng)])
         infos = np.linalg.inv(ps)
-        w = ci.optimal_weights(infos)
+        w = ci.optimal_weights(infos, criterion)
         assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
-        best = np.linalg.slogdet(w[0] * infos[0] + w[1] * infos[1])[1]
+        best = measure(w[0] * infos[0] + w[1] * infos[1])
         for a in np.linspace(0, 1, 101):
-            assert best >= np.linalg.slogdet(a * infos[0] + (1 - a) * infos[1])[1] - 1e-3
+            assert best >= measure(a * infos[0] + (1 - a) * infos[1]) - 1e-3 * abs(best)
+
+
+def test_trace_weights_favour_the_track_accurate_in_position():
+    # one track good in position and poor in velocity, the other the reverse: the trace
+    # criterion leans to the first, the determinant (volume) is indifferent between them
+    p1 = np.diag([10.0**2] * 3 + [50.0**2] * 3)
+    p2 = np.diag([50.0**2] * 3 + [10.0**2] * 3)
+    infos = np.linalg.inv(np.stack([p1, p2]))
+    assert ci.optimal_weights(infos, "trace")[0] > 0.8
+    assert ci.optimal_weights(infos, "det")[0] == pytest.approx(0.5, abs=0.05)
+
+
+def test_inverse_ci_is_consistent_on_shared_information_and_tighter_than_ci():
+    # two estimates that share part of their information (a common prior with independent
+    # measurements on top): inverse CI never claims less than the actual error, and its
+    # covariance is no larger than CI's
+    rng = np.random.default_rng(5)
+    common, own1, own2 = random_cov(rng), random_cov(rng), random_cov(rng)
+    i_c = np.linalg.inv(common)
+    p1 = np.linalg.inv(i_c + np.linalg.inv(own1))
+    p2 = np.linalg.inv(i_c + np.linalg.inv(own2))
+    n = 20000
+    e0 = rng.standard_normal((n, 6)) @ np.linalg.cholesky(common).T
+    z1 = rng.standard_normal((n, 6)) @ np.linalg.cholesky(own1).T
+    z2 = rng.standard_normal((n, 6)) @ np.linalg.cholesky(own2).T
+    # each estimate fuses the common prior with its own measurement (information form)
+    e1 = (e0 @ i_c.T + z1 @ np.linalg.inv(own1).T) @ p1.T
+    e2 = (e0 @ i_c.T + z2 @ np.linalg.inv(own2).T) @ p2.T
+    x, p, (w,) = ci.inverse_ci(np.stack([np.zeros(6), np.zeros(6)]), np.stack([p1, p2]))
+    c = w * p1 + (1 - w) * p2
+    i1, i2, g = np.linalg.inv(np.stack([p1, p2, c]))
+    e = (e1 @ (i1 - w * g).T + e2 @ (i2 - (1 - w) * g).T) @ p.T
+    actual = np.cov(e.T)
+    assert np.linalg.eigvalsh(1.05 * p - actual).min() > -1e-6 * np.trace(p)
+    _, p_ci, _ = ci.fuse(np.zeros((2, 6)), np.stack([p1, p2]))
+    assert np.linalg.slogdet(p)[1] <= np.linalg.slogdet(p_ci)[1] + 1e-9
 
 
 def test_proportional_covariances_get_even_weights():

@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - other numpy layouts
                 pass
         return out
 
-# Simplex grids for the det search, built once.
+# Simplex grids for the weight search, built once.
 _GRID2 = np.linspace(0.0, 1.0, 21)
 _W2 = np.stack([_GRID2, 1.0 - _GRID2], axis=1)
 _STEP3 = 10
@@ -67,31 +67,42 @@ _W3 = np.array(
 )
 
 
-def optimal_weights(infos: NDArray) -> NDArray:
-    """CI weights (m,) maximising det(sum w_i I_i) for m information matrices (m, 6, 6), m <= 3.
+def optimal_weights(infos: NDArray, criterion: str = "trace") -> NDArray:
+    """CI weights (m,) for m information matrices (m, 6, 6), m <= 3: those minimising the trace
+    of the fused position covariance (``criterion="trace"``, what the position error the alerts
+    report depends on) or maximising det(sum w_i I_i) (``"det"``, the fused volume). Any
+    weights give a consistent fusion; the criterion only chooses the tightest by its measure.
 
-    A batched grid on the simplex (one Cholesky call: log det is twice the sum of the log of
-    its diagonal) followed, for two tracks, by a parabolic refinement of the log-determinant,
-    which is concave in w.
+    A batched grid on the simplex (one batched inversion for the trace, one Cholesky call for
+    the log-determinant: twice the sum of the log of its diagonal) followed, for two tracks, by
+    a parabolic refinement (both criteria are convex in w).
     """
     m = infos.shape[0]
     if m == 1:
         return np.ones(1)
     grid, spread = _GRIDS[m] if m in _GRIDS else _grid(m)
-    chol = cholesky((grid @ infos.reshape(m, 36)).reshape(-1, 6, 6))
-    # half the log-determinant; a combination that is not positive definite (by round-off
-    # only) comes back as NaN
-    half = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)
-    half[half != half] = -np.inf
+    mats = (grid @ infos.reshape(m, 36)).reshape(-1, 6, 6)
+    if criterion == "trace":
+        # minus the trace of the position block of each inverse (higher is better, as for det);
+        # a combination that is singular (by round-off only) comes back as NaN or infinite
+        cov = inv_unchecked(mats)
+        score = -(cov[:, 0, 0] + cov[:, 1, 1] + cov[:, 2, 2])
+        score[~(score < 0.0)] = -np.inf
+        tol = 1e-6 * float(-np.maximum.reduce(score))
+    else:
+        chol = cholesky(mats)
+        # half the log-determinant; NaN for a combination not positive definite by round-off
+        score = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)
+        score[score != score] = -np.inf
+        tol = 0.5e-3
     # Ties (proportional covariances give a flat or near-flat optimum) go to the most even
     # weights: as consistent as any, and they average independent parts of the errors.
-    # (1e-3 of log-determinant.)
-    near = half >= np.maximum.reduce(half) - 0.5e-3
+    near = score >= np.maximum.reduce(score) - tol
     best = int(np.where(near, spread, np.inf).argmin())
     w = grid[best].copy()
     if m == 2 and 0 < best < len(grid) - 1 and np.count_nonzero(near) == 1:
-        # the parabola's vertex does not depend on the scale of the log-determinant
-        f0, f1, f2 = half[best - 1], half[best], half[best + 1]
+        # the parabola's vertex does not depend on the scale of the criterion
+        f0, f1, f2 = score[best - 1], score[best], score[best + 1]
         denom = f0 - 2.0 * f1 + f2
         if denom < 0.0:
             step = _GRID2[1] - _GRID2[0]
@@ -157,3 +168,47 @@ def fuse_independent(xs: NDArray, covs: NDArray) -> tuple[NDArray, NDArray]:
     p = inv_unchecked(np.add.reduce(infos, axis=0))
     p = 0.5 * (p + p.T)
     return np.dot(p, np.dot(xs.reshape(-1), infos.reshape(-1, 6))), p
+
+
+#: Weights tried for each pair in inverse CI.
+_ICI_GRID = np.linspace(0.0, 1.0, 11)
+
+
+def inverse_ci_weight(p1: NDArray, p2: NDArray) -> float:
+    """The inverse-CI weight w of two covariances that maximises det P^-1, P^-1 = P1^-1 + P2^-1
+    - (w P1 + (1-w) P2)^-1, on a grid (any w in [0, 1] is consistent; the grid costs one
+    batched inversion and one batched Cholesky)."""
+    w = _ICI_GRID[:, None, None]
+    mats = inv_unchecked(np.concatenate([np.stack([p1, p2]), w * p1 + (1.0 - w) * p2]))
+    chol = cholesky((mats[0] + mats[1]) - mats[2:])
+    half = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)
+    half[half != half] = -np.inf
+    k = int(half.argmax())
+    if not math.isfinite(float(half[k])):
+        raise np.linalg.LinAlgError("inverse CI: no positive definite combination")
+    return float(_ICI_GRID[k])
+
+
+def inverse_ci_pair(x1: NDArray, p1: NDArray, x2: NDArray, p2: NDArray, w: float) -> tuple[NDArray, NDArray]:
+    """Inverse covariance intersection of two estimates with weight ``w`` (Noack, Sijs,
+    Reinhardt and Hanebeck 2017): consistent whatever the correlation that comes from
+    information the two share (the national trackers' common sensors), and tighter than CI,
+    which allows any correlation at all. No check (a singular input gives NaNs)."""
+    c = w * p1 + (1.0 - w) * p2
+    i1, i2, g = inv_unchecked(np.stack([p1, p2, c]))
+    p = inv_unchecked((i1 + i2) - g)
+    # P (I1 x1 + I2 x2 - G (w x1 + (1-w) x2)): one product of the stacked matrices
+    return p @ (np.concatenate([i1, i2, g], axis=1) @ np.concatenate([x1, x2, -(w * x1 + (1.0 - w) * x2)])), p
+
+
+def inverse_ci(xs: NDArray, covs: NDArray, weights: list[float] | None = None) -> tuple[NDArray, NDArray, list[float]]:
+    """Inverse CI of m estimates (m, 6), (m, 6, 6), pairwise in the given order (most certain
+    first, the caller's choice): (state, covariance, the m-1 pair weights). ``weights`` None:
+    optimise them now."""
+    x, p = xs[0], covs[0]
+    found = []
+    for k in range(1, len(xs)):
+        w = weights[k - 1] if weights is not None else inverse_ci_weight(p, covs[k])
+        found.append(w)
+        x, p = inverse_ci_pair(x, p, xs[k], covs[k], w)
+    return x, 0.5 * (p + p.T), found

@@ -91,6 +91,7 @@ _CLOCK_STEP_S = 5.0
 # above this a ballistic state's orbit is its future and past path: no drag, no lift
 _EXO_ALT_M = 120_000.0
 _ATMOSPHERE_R2 = (6_371_000.0 + 80_000.0) ** 2
+_POS_DIAG = np.arange(3)
 _PROTECTED_AREAS = frozenset({ImpactArea.JPN_TERRITORY, ImpactArea.KOR_TERRITORY, ImpactArea.JPN_EEZ})
 _AREA_TEXT = {
     ImpactArea.JPN_TERRITORY: "inside JPN territory",
@@ -156,9 +157,14 @@ class FusionConfig:
     #: short-lived tracks on a mix of two close missiles' returns, and a phantom
     #: LAUNCH_DETECTED is worse than one two report periods late.
     confirm_descending_reports: int = 3
-    #: "ci" (covariance intersection). "independent" fuses as if the nations' errors were
-    #: independent; it is overconfident and exists only to show that in the benchmark.
+    #: "ci" (covariance intersection). "ici" (inverse CI: tighter, consistent for errors that
+    #: come from shared information, ~40 µs more per update). "independent" fuses as if the
+    #: nations' errors were independent; it is overconfident and exists only to show that in
+    #: the benchmark.
     fusion_rule: str = "ci"
+    #: CI weights minimise the fused position covariance's "trace" or maximise the fused
+    #: information's "det".
+    ci_criterion: str = "trace"
 
 
 @dataclass(slots=True)
@@ -794,11 +800,21 @@ class FusionEngine:
                 x, p = xs, ps[0]
             elif not ci_rule:
                 x, p = ci.fuse_independent(xs.reshape(n, 6), ps)
+            elif self.config.fusion_rule == "ici":
+                # pair weights and order (most certain first), re-optimised like CI's weights
+                ikey = ("ici", *key)
+                cached = event.weights.get(ikey)
+                if cached is not None and t_ns - cached[1] < self._reweight_ns:
+                    x, p, _ = ci.inverse_ci(xs.reshape(n, 6)[cached[2]], ps[cached[2]], cached[0])
+                else:
+                    order = np.argsort(ps[:, _POS_DIAG, _POS_DIAG].sum(axis=1))
+                    x, p, w = ci.inverse_ci(xs.reshape(n, 6)[order], ps[order])
+                    event.weights[ikey] = (w, t_ns, order)
             elif scales is not None:
                 x, p = ci.fuse_scaled(ci.inv_unchecked(ps), xs)
             else:
                 infos = ci.inv_unchecked(ps)
-                w = ci.optimal_weights(infos)
+                w = ci.optimal_weights(infos, self.config.ci_criterion)
                 event.weights[key] = (w, t_ns, [1.0 / v if v > 0.0 else 0.0 for v in w.tolist()])
                 x, p = ci.fuse_weighted(infos, w, xs * np.repeat(w, 6))
         xl = x.tolist()
