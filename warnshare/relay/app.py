@@ -13,7 +13,7 @@ import dataclasses
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,33 +322,30 @@ class Relay:
     def predict_due(self) -> None:
         """The impact predictions the latest reports made due (sigma-point flights, 1-3 ms
         each), as an input of their own: journaled, replayed in the same place."""
-        now = time.time_ns()
-        try:
-            alerts = self.engine.predict_due(now)
-        except Exception:
-            self.metrics.engine_errors.inc()
-            log.exception("fusion engine impact prediction failed")
-            return
-        fused_ns = time.time_ns()
-        encoded = self._stamp(alerts, fused_ns)
-        if self.journal:
-            self.journal.record_tick(now, fused_ns, encoded, kind="predict")
-        self.hub.fan_out(encoded)
+        self._clock_input("predict")
 
     def tick(self) -> None:
+        self._clock_input("tick")
+
+    def _clock_input(self, kind: str) -> None:
+        """Run one of the engine's inputs that take only the time (``tick`` or ``predict``),
+        journal it (every one, alerts or not: replay needs them all to rebuild the state) and
+        fan its alerts out."""
         now = time.time_ns()
         try:
-            alerts = self.engine.tick(now)
+            alerts = self._clock_step(kind)(now)
         except Exception:
             self.metrics.engine_errors.inc()
-            log.exception("fusion engine tick failed")
+            log.exception("fusion engine %s failed", kind)
             return
         fused_ns = time.time_ns()
         encoded = self._stamp(alerts, fused_ns)
         if self.journal:
-            # every tick is an input: replay needs them all, alerts or not, to rebuild the state
-            self.journal.record_tick(now, fused_ns, encoded)
+            self.journal.record_tick(now, fused_ns, encoded, kind=kind)
         self.hub.fan_out(encoded)
+
+    def _clock_step(self, kind: str) -> Callable[[int], list[Alert]]:
+        return self.engine.tick if kind == "tick" else self.engine.predict_due
 
     def maybe_collect_garbage(self, now_s: float) -> bool:
         """A full garbage collection when the relay is idle or the last one is long ago."""
@@ -371,9 +368,8 @@ class Relay:
         for rec in self.journal.inputs():
             inputs += 1
             if rec.kind in ("tick", "predict"):
-                step = self.engine.tick if rec.kind == "tick" else self.engine.predict_due
                 try:
-                    alerts = step(rec.received_ns)
+                    alerts = self._clock_step(rec.kind)(rec.received_ns)
                 except Exception:
                     alerts = []
             else:
