@@ -1,6 +1,6 @@
 """Consistency of the national trackers against truth: report NEES by nation and flight band,
-and the track bookkeeping (tracks per missile, label switches, missed missiles) that a change of
-filter tuning must not disturb.
+the track bookkeeping (tracks per missile, label switches, missed missiles) that a change of
+filter tuning must not disturb, and what a shared sensor does to two nations' errors.
 
 ``python -m sims.consistency --scenario srbm-salvo-2022-06-05 --seeds 0,1,2`` prints the tables;
 ``salvo20`` names the 20-missile salvo the fusion benchmark builds from the 8-SRBM one.
@@ -145,6 +145,62 @@ def track_stats(result: SimResult, rows: list[dict[str, Any]] | None = None) -> 
     return out
 
 
+def pair_errors(result: SimResult, a: str = "JPN", b: str = "USA") -> list[dict[str, Any]]:
+    """Reports of nations ``a`` and ``b`` on one missile valid within 0.2 s of each other: each
+    one's 6-D NEES, the NEES of their fusion as if independent (information sum), and whether
+    both tracks used a sensor they share (their errors then share its noise and bias, which the
+    independent fusion double-counts)."""
+    by_key = {}
+    for u in result.national_tracks.get(b, []):
+        if not u.lost and u.missile_id in result.truth:
+            by_key[(u.missile_id, round(u.time_of_validity_ns / NS))] = u
+    rows = []
+    for ua in result.national_tracks.get(a, []):
+        if ua.lost or ua.missile_id not in result.truth:
+            continue
+        ub = by_key.get((ua.missile_id, round(ua.time_of_validity_ns / NS)))
+        if ub is None or abs(ub.time_of_validity_ns - ua.time_of_validity_ns) > 0.2 * NS:
+            continue
+        tr = result.truth[ua.missile_id]
+        errs, infos = [], []
+        for u in (ua, ub):
+            p, v = tr.state_at(u.time_of_validity_ns)
+            errs.append(np.concatenate([np.asarray(u.position_ecef_m) - p[0], np.asarray(u.velocity_ecef_mps) - v[0]]))
+            infos.append(np.linalg.inv(np.asarray(u.covariance)))
+        fused_info = infos[0] + infos[1]
+        ef = np.linalg.solve(fused_info, infos[0] @ errs[0] + infos[1] @ errs[1])
+        rows.append({
+            "shared": bool(_shared(ua.sensor_ids, a, b) and _shared(ub.sensor_ids, a, b)),
+            "nees_a": float(errs[0] @ infos[0] @ errs[0]),
+            "nees_b": float(errs[1] @ infos[1] @ errs[1]),
+            "nees_independent_fusion": float(ef @ fused_info @ ef),
+        })
+    return rows
+
+
+def _shared(sensor_ids: Iterable[str], a: str, b: str) -> bool:
+    from .sensors import sensor_feeds
+
+    return any({a, b} <= set(sensor_feeds(sid)) for sid in sensor_ids)
+
+
+def pair_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``shared`` / ``apart`` -> count, mean NEES of each nation and of their fusion as if
+    independent: above both inputs' when their errors are correlated."""
+    out = {}
+    for name, flag in (("shared", True), ("apart", False)):
+        rs = [r for r in rows if r["shared"] == flag]
+        if len(rs) < 3:
+            continue
+        out[name] = {
+            "n": len(rs),
+            "mean_nees_a": float(np.mean([r["nees_a"] for r in rs])),
+            "mean_nees_b": float(np.mean([r["nees_b"] for r in rs])),
+            "mean_nees_independent_fusion": float(np.mean([r["nees_independent_fusion"] for r in rs])),
+        }
+    return out
+
+
 def feeds_of(sensor_id: str, result: SimResult) -> set[str]:
     """Nations whose trackers received ``sensor_id``'s reports in this result."""
     from .sensors import sensor_feeds
@@ -157,17 +213,21 @@ def measure(scenario: Any, seeds: Iterable[int]) -> dict[str, Any]:
     from .simulate import simulate
 
     rows: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     seeds = list(seeds)
+    truth = None
     for seed in seeds:
-        r = simulate(scenario, seed=seed)
+        r = simulate(scenario, seed=seed, truth=truth)
+        truth = r.truth  # the same for every seed
         mine = report_errors(r)
         rows += mine
+        pairs += pair_errors(r, "JPN", "USA")
         for nation, s in track_stats(r, mine).items():
             for k, v in s.items():
                 stats[nation][k] += v
     return {"scenario": scenario.name, "seeds": seeds, "nees": nees_table(rows),
-            "tracks": {n: dict(s) for n, s in stats.items()}}
+            "tracks": {n: dict(s) for n, s in stats.items()}, "jpn_usa_pairs": pair_table(pairs)}
 
 
 def _scenario(name: str) -> Any:
@@ -189,6 +249,10 @@ def _print(res: dict[str, Any]) -> None:
                 b = bands[band]
                 print(f"  {nation:<6} {band:<7} {b['n']:>6} {b['mean_nees']:>7.2f} {b['median_nees']:>7.2f} "
                       f"{b['mean_nees_pos']:>6.2f} {b['inside_95']:>6.3f} {b['rms_pos_m']:>8.1f}")
+    for name, p in res.get("jpn_usa_pairs", {}).items():
+        print(f"  JPN+USA reports {'both using a shared sensor' if name == 'shared' else 'using no common sensor'}: "
+              f"n {p['n']}, NEES JPN {p['mean_nees_a']:.2f}, USA {p['mean_nees_b']:.2f}, fused as if "
+              f"independent {p['mean_nees_independent_fusion']:.2f}")
     print("  tracks (summed over seeds):")
     for nation, s in res["tracks"].items():
         print(f"  {nation:<6} " + ", ".join(f"{k} {v}" for k, v in s.items()))

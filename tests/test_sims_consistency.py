@@ -9,7 +9,7 @@ import pytest
 
 import sims.sensors
 from sims import load_scenario, simulate
-from sims.consistency import nees_table, report_errors, track_stats
+from sims.consistency import nees_table, pair_errors, pair_table, report_errors, track_stats
 from sims.model import NATIONS, SimResult
 from sims.sensors import Sensor, sensor_feeds, sensors, sensors_fed_to
 from sims.tracker import run_tracker
@@ -145,3 +145,13 @@ def test_a_radar_bias_is_carried_not_averaged_away() -> None:
             nees[name] = float(np.mean([x @ np.linalg.solve(u.covariance[:3, :3], x) for x, u in zip(e, ups, strict=True)]))
         assert 1.0 < nees["consider"] < 6.0, (seed, nees)
         assert nees["ignored"] > 5.0 * nees["consider"], (seed, nees)
+
+
+def test_japan_and_usa_errors_are_correlated_where_they_share_a_radar() -> None:
+    """Fused as if independent, JPN and USA reports that both used a shared TPY-2 come out
+    overconfident beyond either input: the shared noise and bias are counted twice."""
+    rows = [row for seed in SEEDS for row in pair_errors(run(seed), "JPN", "USA")]
+    shared = pair_table(rows)["shared"]
+    assert shared["n"] > 300
+    inputs = 0.5 * (shared["mean_nees_a"] + shared["mean_nees_b"])
+    assert shared["mean_nees_independent_fusion"] > 1.3 * inputs, shared
