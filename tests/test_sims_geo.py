@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from warnshare.geo import (
@@ -42,6 +42,9 @@ def test_geodetic_ecef_round_trip_matches_pymap3d(la: float, lo: float, h: float
 @given(lat, lon, st.floats(0.0, 3000.0), st.floats(-3000e3, 3000e3), st.floats(-3000e3, 3000e3),
        st.floats(-100e3, 8000e3))
 def test_enu_and_aer_match_pymap3d(la0: float, lo0: float, h0: float, e: float, n: float, u: float) -> None:
+    # pymap3d's enu2aer rounds ENU components under 1 mm to zero: a target within millimetres
+    # of the site is outside what it can be compared on
+    assume(all(c == 0.0 or abs(c) > 0.01 for c in (e, n, u)))
     target = enu_to_ecef(np.array([e, n, u]), la0, lo0, h0)
     ref = np.array(pymap3d.enu2ecef(e, n, u, la0, lo0, h0))
     assert np.linalg.norm(target - ref) < MM
