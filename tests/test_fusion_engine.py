@@ -457,3 +457,19 @@ def test_a_national_track_that_jumps_to_another_object_leaves_its_event(one_miss
                 for a in after)
     assert worst < 20_000.0, worst
     assert len(engine.events()) == 2
+
+
+def test_a_silent_coasting_event_does_not_absorb_the_next_missile_on_its_path():
+    # Two SRBMs 42 s apart on one path, seen by one nation only: the first goes silent (below
+    # its radar) and coasts; the second, told apart at its first report, must not be merged
+    # into it later because the first's coasting gate has widened to tens of km.
+    first = fly(Launch(39.64, 124.67, 250.0, T0, burn_s=40.0, elevation_deg=45.0), dt=0.5)
+    second = fly(Launch(39.73, 124.84, 250.0, T0 + 42 * NS, burn_s=40.0, elevation_deg=45.0), dt=0.5)
+    usa = [DEFAULT_FEEDS[0]]
+    reps = [(t, r) for t, r in reports([first], usa, seed=3) if t < T0 + 70 * NS]
+    reps += [(t, r.model_copy(update={"track_number": r.track_number + 50}))
+             for t, r in reports([second], usa, seed=4) if t > T0 + 80 * NS]
+    reps.sort(key=lambda tr: tr[0])
+    engine, alerts = run(reps)
+    assert not [a for a in alerts if a.kind == AlertKind.CORRECTION and "duplicate" in a.text]
+    assert len(engine.events()) == 2

@@ -248,6 +248,8 @@ class _Event:
     final: bool = False
     assessment: Assessment | None = None
     merge_votes: dict[int, int] = field(default_factory=dict)
+    #: Events this one's first track was compared with at its birth and did not gate with.
+    distinct_from: set[int] = field(default_factory=set)
     state: FusedState | None = None
 
 
@@ -459,7 +461,8 @@ class FusionEngine:
     def _associate_new(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event | None:
         """Put a track the engine has not placed yet into the best-gated event, or a new one;
         None while a track with no evidence of a launch awaits confirmation."""
-        best = self._best_gated(member)
+        distinct: set[int] = set()
+        best = self._best_gated(member, distinct)
         if best is None:
             # decided on the track's first report and kept: a phantom's velocity wanders
             x = member.x
@@ -469,14 +472,17 @@ class FusionEngine:
                 member.held += 1
                 self.reports_held += 1
                 return None
-            return self._new_event(member, hops, received_ns, out)
+            event = self._new_event(member, hops, received_ns, out)
+            event.distinct_from = distinct
+            return event
         self._attach(member, best)
         if best.status == "LOST":
             self._revive(best, hops, received_ns, out)
         return best
 
-    def _best_gated(self, member: _Member) -> _Event | None:
-        """The event a track gates with best at its time of validity, or None."""
+    def _best_gated(self, member: _Member, distinct: set[int] | None = None) -> _Event | None:
+        """The event a track gates with best at its time of validity, or None. ``distinct``
+        collects the events in flight the track was compared with and did not gate with."""
         best, best_cost = None, self.config.gate_chi2
         for event in self._events.values():
             if event.final or event.status == "IMPACTED" or event.data_mode != member.data_mode:
@@ -488,6 +494,8 @@ class FusionEngine:
             if member.boosting and not event.boosting and member.tov_ns - event.tov_ns > self._drop_ns:
                 continue
             cost = self._cost(member, event, member.tov_ns)
+            if distinct is not None and cost > self.config.gate_chi2:
+                distinct.add(event.event_id)
             # A nation rarely holds two live tracks on one missile: prefer another event.
             if any(m.nation == member.nation and member.tov_ns - m.tov_ns < self._stale_ns
                    for m in event.members.values()):
@@ -669,7 +677,12 @@ class FusionEngine:
 
     def _merge_duplicates(self, t_ns: int, hops: tuple, received_ns: int, out: list[Alert]) -> None:
         """Two active events with no nation in common, within the gate for several scans in a
-        row, are one missile: the younger joins the older and its LAUNCH_DETECTED is withdrawn."""
+        row, are one missile: the younger joins the older and its LAUNCH_DETECTED is withdrawn.
+
+        Not an event whose first track did not gate with the other when it was born: the two
+        were told apart then, and a silent event's gate only widens as it coasts (in the
+        atmosphere, to tens of km within a minute), which is no evidence that they are one. Two
+        SRBMs launched 42 s apart on one path were merged that way once their first was silent."""
         c = self.config
         # events left without tracks (their nations' tracks re-initiated elsewhere) take part too
         active = [e for e in self._events.values() if e.status == "ACTIVE" and e.x is not None]
@@ -677,7 +690,8 @@ class FusionEngine:
             na = {m.nation for m in a.members.values()}
             for b in active[a_i + 1 :]:
                 if (b.data_mode != a.data_mode or na & {m.nation for m in b.members.values()}
-                        or not (a.members or b.members)):
+                        or not (a.members or b.members)
+                        or b.event_id in a.distinct_from or a.event_id in b.distinct_from):
                     a.merge_votes.pop(b.event_id, None)
                     continue
                 if not (self._in_flight_at(a, t_ns) and self._in_flight_at(b, t_ns)):
