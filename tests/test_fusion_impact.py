@@ -79,16 +79,23 @@ def test_steep_ballistic_dive_gets_no_glide_allowance():
     assert dives >= 3
 
 
-@pytest.mark.parametrize("gamma_deg, expect", [(-30.0, False), (-10.0, True), (5.0, True)])
-def test_energy_height_applies_to_shallow_flight_in_the_atmosphere(gamma_deg, expect):
-    pos = np.asarray(geo.geodetic_to_ecef(38.0, 131.0, 40e3), dtype=float).ravel()
+@pytest.mark.parametrize("alt_km, gamma_deg, speed, expect", [
+    (40.0, -30.0, 2000.0, False),  # a steep dive through dense air
+    (40.0, -10.0, 2000.0, True),  # a shallow descent, or a glide under way
+    (40.0, 5.0, 2000.0, True),  # a depressed arc, climbing shallowly
+    (40.0, 35.0, 2000.0, False),  # climbing steeply: it comes down as steeply
+    (60.0, -4.0, 2400.0, True),  # a depressed arc's descent: ~8 deg at 50 km
+    (90.0, -1.0, 1500.0, False),  # past a minimum-energy apogee: ~30 deg by 50 km
+])
+def test_energy_height_applies_to_arcs_entering_the_air_shallowly(alt_km, gamma_deg, speed, expect):
+    pos = np.asarray(geo.geodetic_to_ecef(38.0, 131.0, alt_km * 1e3), dtype=float).ravel()
     up = pos / np.linalg.norm(pos)
     east = np.asarray(geo.enu_rotation(38.0, 131.0)[0], dtype=float)
     g = math.radians(gamma_deg)
-    v = 2000.0 * (math.cos(g) * east + math.sin(g) * up)
+    v = speed * (math.cos(g) * east + math.sin(g) * up)
     eh = impact.energy_height_m(np.concatenate([pos, v]))
     if expect:
-        assert eh == pytest.approx(40e3 + 2000.0**2 / (2 * 9.80665), rel=1e-3)
+        assert eh == pytest.approx(alt_km * 1e3 + speed**2 / (2 * 9.80665), rel=1e-3)
     else:
         assert eh == 0.0
     # above the atmosphere the vacuum arc is right: no allowance

@@ -140,33 +140,43 @@ def predict_impact(x: NDArray, p: NDArray, tov_ns: int, max_time_s: float) -> Gr
 #: quasi-ballistic body's pull-up glide (KN-23) stretches it, a banked glide bends it. Its
 #: along-track standard deviation is the larger of
 #: - ALONG_FRACTION of the horizontal vacuum path still to fly below ATMOSPHERE_M, and
-#: - while the state is in the atmosphere and not diving steeper than GLIDE_MAX_DIVE_DEG,
-#:   GLIDE_FRACTION of its energy height h + v^2 / 2g: a lifting body has L/D energy heights of
-#:   glide ahead, and from a shallow or level state (a depressed arc near its apogee, a glide
-#:   under way) the vacuum arc falls within a minute and understates the flight left by up to
-#:   0.7 energy heights on the simulator's KN-23. A steep dive through dense air cannot pull up
-#:   into a long glide: the path term alone applies.
+#: - GLIDE_FRACTION of the state's energy height h + v^2 / 2g, if the vacuum arc enters the
+#:   air dense enough to pull up in (below GLIDE_ALT_M) no steeper than GLIDE_MAX_DIVE_DEG: a
+#:   lifting body has L/D energy heights of glide ahead, and from a shallow arc (a depressed
+#:   trajectory, a glide under way) the vacuum flight falls within a minute and understates what
+#:   is left by up to 0.7 energy heights on the simulator's KN-23. An arc that dives steeply
+#:   into that air (a minimum-energy SRBM after its apogee) cannot pull up into a long glide:
+#:   the path term alone applies.
 #: Across track: CROSS_FRACTION / ALONG_FRACTION of the along-track figure. Calibrated on the
 #: simulator's KN-23 and KN-25 flights (docs/FUSION.md): honest but wide while a glide may be ahead.
 ALONG_FRACTION = 0.25
 CROSS_FRACTION = 0.05
 ATMOSPHERE_M = 120_000.0
 GLIDE_FRACTION = 0.3
+GLIDE_ALT_M = 50_000.0
 GLIDE_MAX_DIVE_DEG = 15.0
-_SIN_DIVE = math.sin(math.radians(GLIDE_MAX_DIVE_DEG))
+_TAN_DIVE = math.tan(math.radians(GLIDE_MAX_DIVE_DEG))
 _G0 = 9.80665
 
 
 def energy_height_m(x: NDArray) -> float:
-    """h + v^2 / 2g of a state in the atmosphere not diving steeply; 0 otherwise (m)."""
+    """h + v^2 / 2g of a state in the atmosphere whose vacuum arc enters the glide band no
+    steeper than ``GLIDE_MAX_DIVE_DEG``; 0 otherwise (m)."""
     px, py, pz, vx, vy, vz = (float(c) for c in x[:6])
     h = geodetic(px, py, pz)[2]
     if not 0.0 < h < ATMOSPHERE_M:
         return 0.0
     v2 = vx * vx + vy * vy + vz * vz
+    r = math.sqrt(px * px + py * py + pz * pz)
     # vertical speed along the geocentric radius (within a fraction of a degree of the normal)
-    v_up = (px * vx + py * vy + pz * vz) / math.sqrt(px * px + py * py + pz * pz)
-    if v_up < -_SIN_DIVE * math.sqrt(v2):
+    v_up = (px * vx + py * vy + pz * vz) / r
+    vh2 = max(v2 - v_up * v_up, 0.0)
+    # the descent's vertical speed at min(h, GLIDE_ALT_M) on the same arc, gravity less the
+    # centripetal relief of the horizontal speed (flat Earth otherwise): an arc climbing now
+    # comes down through its own altitude as steeply as it climbs
+    g = max(_G0 - vh2 / r, 0.0)
+    v_down2 = v_up * v_up + 2.0 * g * max(h - GLIDE_ALT_M, 0.0)
+    if v_down2 > _TAN_DIVE * _TAN_DIVE * vh2:
         return 0.0
     return h + v2 / (2.0 * _G0)
 
