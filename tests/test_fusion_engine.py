@@ -9,7 +9,7 @@ import pytest
 
 from warnshare.fusion import FusionConfig, FusionEngine
 from warnshare.fusion.synthetic import DEFAULT_FEEDS, Launch, fly, reports
-from warnshare.protocol import AlertKind, Nation, encode
+from warnshare.protocol import AlertKind, FlightPhase, Nation, encode
 
 T0 = 1_700_000_000 * 10**9
 NS = 10**9
@@ -473,3 +473,26 @@ def test_a_silent_coasting_event_does_not_absorb_the_next_missile_on_its_path():
     engine, alerts = run(reps)
     assert not [a for a in alerts if a.kind == AlertKind.CORRECTION and "duplicate" in a.text]
     assert len(engine.events()) == 2
+
+
+def test_no_impact_prediction_from_a_climbing_track_whose_phase_nobody_has_declared(one_missile):
+    # National tracks start with flight phase UNKNOWN and not boosting; a vacuum prediction
+    # from a missile still under thrust falls hundreds of km short. While no member declares a
+    # phase and the state climbs, the engine does not predict; a declared phase lifts the hold.
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=8)
+    unknown = [(t, r.model_copy(update={"flight_phase": FlightPhase.UNKNOWN, "boosting": False})) for t, r in reps]
+
+    def first_prediction(rs):
+        engine = FusionEngine(FusionConfig())
+        for t, r in rs:
+            for a in engine.ingest(r, node_sent_ns=t, received_ns=t):
+                if a.kind == AlertKind.IMPACT_PREDICTED:
+                    return a
+        return None
+
+    held = first_prediction(unknown)
+    p, v = np.array(held.state.position_ecef_m), np.array(held.state.velocity_ecef_mps)
+    assert float(p @ v) <= 0.0  # not before the missile comes down
+    declared = first_prediction([(t, r.model_copy(update={"boosting": False})) for t, r in reps])
+    p, v = np.array(declared.state.position_ecef_m), np.array(declared.state.velocity_ecef_mps)
+    assert float(p @ v) > 0.0  # on the way up

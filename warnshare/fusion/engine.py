@@ -132,6 +132,9 @@ class FusionConfig:
     #: Impact prediction (sigma points to the ground, a few ms) at most once per this much track
     #: time and, for scenarios replayed faster than real time, per this much wall time.
     impact_interval_s: float = 2.0
+    #: No impact prediction while the event climbs and no member has declared its flight phase
+    #: (it may still be boosting), for at most this long after the event's first state.
+    unknown_phase_hold_s: float = 180.0
     impact_min_wall_ns: int = 0
     #: Impact predictions that a report makes due wait for ``predict_due`` (or the next
     #: ``tick``) instead of running inside ``ingest``: the report's own TRACK_UPDATE then never
@@ -212,6 +215,8 @@ class _Event:
     first_tov_ns: int = 0
     first_received_ns: int = 0
     last_hops: tuple = ()
+    #: Some live member has said which flight phase it is in (not UNKNOWN).
+    phase_declared: bool = False
     first_alert_id: int = 0
     last_alert_id: int = 0
     launch_alert_id: int = 0
@@ -277,6 +282,7 @@ class FusionEngine:
         self._drop_ns = int(c.member_drop_s * _NS)
         self._reweight_ns = int(c.reweight_interval_s * _NS)
         self._impact_ns = int(c.impact_interval_s * _NS)
+        self._unknown_hold_ns = int(c.unknown_phase_hold_s * _NS)
         self._scan_ns = int(c.scan_interval_s * _NS)
         self._max_flight_ns = int(c.max_flight_s * _NS)
         self._future_ns = int(c.max_future_s * _NS)
@@ -851,6 +857,7 @@ class FusionEngine:
                 rel &= set(m.releasable)
             event.releasable = [n for n in NATIONS if n in rel]
         event.quality = quality
+        event.phase_declared = rank >= 0
         event.boosting = boosting
         px, py, pz, vx, vy, vz = xl
         lat, lon, alt = dynamics.geodetic(px, py, pz)
@@ -909,11 +916,19 @@ class FusionEngine:
         (and ``impact_min_wall_ns`` of wall time) since the last one."""
         # the interval differs a little by event (x1 to x1.44), so that a salvo's events, born
         # in the same second, do not all fall due together: one relay thread pays ~2 ms each
-        return not (
-            event.x is None or event.boosting
-            or event.tov_ns - event.impact_tov_ns < self._impact_ns + (event.event_id % 8) * (self._impact_ns >> 4)
-            or event.last_received_ns - event.impact_rx_ns < self.config.impact_min_wall_ns
-        )
+        if (event.x is None or event.boosting
+                or event.tov_ns - event.impact_tov_ns < self._impact_ns + (event.event_id % 8) * (self._impact_ns >> 4)
+                or event.last_received_ns - event.impact_rx_ns < self.config.impact_min_wall_ns):
+            return False
+        # Still climbing and no nation has said the boost is over: a national track's first
+        # reports say UNKNOWN and not boosting, and a vacuum prediction from a KN-23 23 s after
+        # launch falls ~600 km short (40 sigma). Not for ever: a feed that never declares a phase
+        # gets predictions ``unknown_phase_hold_s`` after the event's first state.
+        if not event.phase_declared and event.tov_ns - event.first_tov_ns < self._unknown_hold_ns:
+            x = event.x
+            if float(x[0] * x[3] + x[1] * x[4] + x[2] * x[5]) > 0.0:
+                return False
+        return True
 
     def _predict(self, event: _Event, force: bool = False) -> bool:
         """Recompute the impact prediction if due; True if a new one was made."""
