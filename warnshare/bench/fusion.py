@@ -531,6 +531,9 @@ def run(args: argparse.Namespace) -> int:
             "runs_without_swap": _frac([r["swap_free"] for r in runs]),
             "runs_one_event_per_missile": _frac([r["one_each"] for r in runs]),
             "average_nees": float(np.nanmean(nees_runs)),
+            # over the updates with two or more nations, per run; the mean and the worst run
+            "fused_rmse_ratio_vs_best_nation_mean": float(np.nanmean([r["rmse_ratio_vs_best_nation"] for r in runs])),
+            "fused_rmse_ratio_vs_best_nation_max": float(np.nanmax([r["rmse_ratio_vs_best_nation"] for r in runs])),
             "median_run_nees": float(np.nanmedian(nees_runs)),
             "runs_nees_in_single_run_bounds": _frac([metrics.nees_bounds(1)[0] <= v <= metrics.nees_bounds(1)[1]
                                                     for v in nees_runs]),
@@ -589,6 +592,7 @@ def _seed_run(sc: Any, seed: int) -> dict[str, Any]:
         "swap_free": s["tracks_with_swap"] == 0,
         "one_each": s["one_track_per_missile"],
         "average_nees": s["average_nees"],
+        "rmse_ratio_vs_best_nation": s["rmse_ratio_vs_best_nation"],
         "average_nees_independent": naive["average_nees"],
     }
 
@@ -659,6 +663,7 @@ def must_show(s: dict) -> dict[str, Any]:
         out[f"{sname}.report_period_s"] = sc["report_period_s"]
     for sname, m in s.get("monte_carlo", {}).items():
         out[f"{sname}.average_nees"] = m["average_nees"]
+        out[f"{sname}.fused_rmse_ratio_vs_best_nation_mc_mean"] = m["fused_rmse_ratio_vs_best_nation_mean"]
         out[f"{sname}.median_run_nees"] = m["median_run_nees"]
         out[f"{sname}.average_nees_independent"] = m["average_nees_independent"]
         out[f"{sname}.nees_bounds_95"] = m["nees_bounds_95"]
