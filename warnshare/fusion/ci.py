@@ -90,10 +90,7 @@ def optimal_weights(infos: NDArray, criterion: str = "trace") -> NDArray:
         score[~(score < 0.0)] = -np.inf
         tol = 1e-6 * float(-np.maximum.reduce(score))
     else:
-        chol = cholesky(mats)
-        # half the log-determinant; NaN for a combination not positive definite by round-off
-        score = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)
-        score[score != score] = -np.inf
+        score = _half_log_dets(mats)
         tol = 0.5e-3
     # Ties (proportional covariances give a flat or near-flat optimum) go to the most even
     # weights: as consistent as any, and they average independent parts of the errors.
@@ -110,6 +107,16 @@ def optimal_weights(infos: NDArray, criterion: str = "trace") -> NDArray:
             w0 = min(1.0, max(0.0, float(_GRID2[best] + shift)))
             w = np.array([w0, 1.0 - w0])
     return w
+
+
+def _half_log_dets(mats: NDArray) -> NDArray:
+    """Half the log-determinant of each matrix of a stack (k, 6, 6), from one batched Cholesky
+    (the sum of the log of its diagonal); -inf for one that is not positive definite (by
+    round-off: its factor comes back NaN)."""
+    chol = cholesky(mats)
+    half = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)
+    half[half != half] = -np.inf
+    return half
 
 
 def _grid(m: int) -> tuple[NDArray, NDArray]:
@@ -180,9 +187,7 @@ def inverse_ci_weight(p1: NDArray, p2: NDArray) -> float:
     batched inversion and one batched Cholesky)."""
     w = _ICI_GRID[:, None, None]
     mats = inv_unchecked(np.concatenate([np.stack([p1, p2]), w * p1 + (1.0 - w) * p2]))
-    chol = cholesky((mats[0] + mats[1]) - mats[2:])
-    half = np.add.reduce(np.log(chol.diagonal(axis1=1, axis2=2)), axis=1)
-    half[half != half] = -np.inf
+    half = _half_log_dets((mats[0] + mats[1]) - mats[2:])
     k = int(half.argmax())
     if not math.isfinite(float(half[k])):
         raise np.linalg.LinAlgError("inverse CI: no positive definite combination")

@@ -77,6 +77,11 @@ def _construct(cls, **fields):
     return _model(cls, fields)
 
 
+def _r_dot_v(x) -> float:
+    """r . v of an ECEF state (6,): positive while it climbs, negative while it falls."""
+    return float(x[0]) * float(x[3]) + float(x[1]) * float(x[4]) + float(x[2]) * float(x[5])
+
+
 def _gate_reach2(position_variance_m2: float) -> float:
     """Squared distance beyond which a track and a picture are not compared (no solve): 50 km
     plus six sigma of the summed position variances, which grows for an event coasting through
@@ -471,9 +476,7 @@ class FusionEngine:
         best = self._best_gated(member, distinct)
         if best is None:
             # decided on the track's first report and kept: a phantom's velocity wanders
-            x = member.x
-            suspect = member.held > 0 or (
-                not member.boosting and x[0] * x[3] + x[1] * x[4] + x[2] * x[5] < 0.0)
+            suspect = member.held > 0 or (not member.boosting and _r_dot_v(member.x) < 0.0)
             if suspect and member.held + 1 < self.config.confirm_descending_reports:
                 member.held += 1
                 self.reports_held += 1
@@ -924,11 +927,8 @@ class FusionEngine:
         # reports say UNKNOWN and not boosting, and a vacuum prediction from a KN-23 23 s after
         # launch falls ~600 km short (40 sigma). Not for ever: a feed that never declares a phase
         # gets predictions ``unknown_phase_hold_s`` after the event's first state.
-        if not event.phase_declared and event.tov_ns - event.first_tov_ns < self._unknown_hold_ns:
-            x = event.x
-            if float(x[0] * x[3] + x[1] * x[4] + x[2] * x[5]) > 0.0:
-                return False
-        return True
+        return (event.phase_declared or event.tov_ns - event.first_tov_ns >= self._unknown_hold_ns
+                or _r_dot_v(event.x) <= 0.0)
 
     def _predict(self, event: _Event, force: bool = False) -> bool:
         """Recompute the impact prediction if due; True if a new one was made."""
@@ -987,9 +987,7 @@ class FusionEngine:
         st = event.state
         if st is None or event.x is None:
             return False
-        up = (float(event.x[0]) * float(event.x[3]) + float(event.x[1]) * float(event.x[4])
-              + float(event.x[2]) * float(event.x[5]))
-        descending = up < 0.0
+        descending = _r_dot_v(event.x) < 0.0
         if descending and st.alt_m < self.config.near_ground_alt_m:
             return True
         gp = event.impact
