@@ -213,11 +213,16 @@ def radar_to_ecef(ms: MeasurementSet, bias_sigma: tuple[float, float, float] | N
     """Converted radar reports: ECEF positions (N, 3) and their covariances (N, 3, 3), the
     latter widened by a registration-bias sigma (range m, az deg, el deg) when given."""
     pos, jac = radar_to_ecef_jacobian(ms)
-    sig = ms.sigma.copy()
-    if bias_sigma is not None:
-        sig = np.sqrt(sig**2 + np.asarray(bias_sigma) ** 2)
+    sig = ms.sigma if bias_sigma is None else np.sqrt(ms.sigma**2 + np.asarray(bias_sigma) ** 2)
+    return pos, converted_covariance(jac, sig)
+
+
+def converted_covariance(jac: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """ECEF covariances (N, 3, 3) of converted radar reports from the Jacobians of
+    ``radar_to_ecef_jacobian`` and independent (range m, azimuth deg, elevation deg) sigmas (N, 3)."""
+    sig = np.array(sigma, dtype=float)
     sig[:, 1:] = np.radians(sig[:, 1:])
-    return pos, (jac * sig[:, None, :] ** 2) @ jac.transpose(0, 2, 1)
+    return (jac * sig[:, None, :] ** 2) @ jac.transpose(0, 2, 1)
 
 
 def radar_to_ecef_jacobian(ms: MeasurementSet) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from warnshare.geo import (
 
 from .atmosphere import properties as air_properties
 from .model import MeasurementSet, NationalTrackUpdate
-from .sensors import ir_to_ecef, radar_to_ecef_jacobian
+from .sensors import converted_covariance, ir_to_ecef, radar_to_ecef_jacobian
 
 NS = 1_000_000_000
 GATE_CHI2 = 16.27  # 3 degrees of freedom, 99.9 %
@@ -354,9 +354,7 @@ def run_tracker(
             continue
         if ms.kind == "radar":
             z, g = radar_to_ecef_jacobian(ms)
-            sig = ms.sigma.copy()
-            sig[:, 1:] = np.radians(sig[:, 1:])
-            r = (g * sig[:, None, :] ** 2) @ g.transpose(0, 2, 1)
+            r = converted_covariance(g, ms.sigma)
             b = bias_sigma.get(ms.sensor_id)
             if b is None:
                 rows_bias.extend([None] * len(ms))
