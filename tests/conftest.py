@@ -33,25 +33,29 @@ class RunningRelay:
         return self.app.state.relay
 
     async def settled_alert_id(self, quiet_s: float = 0.15, timeout_s: float = 10.0) -> int:
-        """The relay's last alert id once it has nothing more to say about the reports it
-        acknowledged: the impact predictions they made due run after their acks."""
-        import asyncio
-
-        relay = self.relay
-        last, quiet_since = -1, time.monotonic()
-        deadline = quiet_since + timeout_s
-        while time.monotonic() < deadline:
-            busy = relay.engine.predictions_due or relay._after_handle is not None
-            if busy or relay.hub.last_alert_id != last:
-                last, quiet_since = relay.hub.last_alert_id, time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s:
-                break
-            await asyncio.sleep(0.02)
-        return last
+        return await settled_alert_id(self.relay, quiet_s, timeout_s)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+async def settled_alert_id(relay, quiet_s: float = 0.15, timeout_s: float = 10.0) -> int:
+    """The relay's last alert id once it has nothing more to say about the reports it
+    acknowledged (the impact predictions they made due run after their acks) and no alert has
+    come for ``quiet_s`` (ticks may still close events)."""
+    import asyncio
+
+    last, quiet_since = -1, time.monotonic()
+    deadline = quiet_since + timeout_s
+    while time.monotonic() < deadline:
+        busy = relay.engine.predictions_due or relay._after_handle is not None
+        if busy or relay.hub.last_alert_id != last:
+            last, quiet_since = relay.hub.last_alert_id, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            break
+        await asyncio.sleep(0.02)
+    return last
 
 
 def start_relay(config=None, **uvicorn_overrides) -> RunningRelay:

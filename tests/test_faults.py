@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.conftest import start_relay
+from tests.conftest import settled_alert_id, start_relay
 from tests.synth import ballistic_arc, national_reports
 from warnshare.node import NodeClock, NodePublisher, report_from_update
 from warnshare.protocol import (
@@ -77,11 +77,7 @@ async def everything(url: str) -> list:
 async def assert_complete(url: str, relay, collectors: list[Collector]) -> list:
     """Every subscriber holds alerts 1..last exactly once, identical to the relay's since=0 replay.
     ``last`` is taken once the relay has gone quiet (ticks may still close events)."""
-    last, quiet_since, deadline = relay.hub.last_alert_id, time.monotonic(), time.monotonic() + 30
-    while time.monotonic() - quiet_since < 1.5 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        if relay.hub.last_alert_id != last:
-            last, quiet_since = relay.hub.last_alert_id, time.monotonic()
+    last = await settled_alert_id(relay, quiet_s=1.5, timeout_s=30.0)
     reference = await everything(url)
     for c in [*collectors, reference]:
         await c.until(last)

@@ -162,10 +162,10 @@ class Decoder:
                 sent_ns = int(up.unpack())
             else:
                 up.skip()
-        result = (tuple(out), conflated)
+        hits = tuple(out)
         if tail is not None:
-            self._remember(tail, result)
-        return result[0], conflated, sent_ns
+            self._remember(tail, (hits, conflated))  # relay_sent_ns is not part of the tail
+        return hits, conflated, sent_ns
 
     def _remember(self, key: bytes, value: Any) -> None:
         if len(self._cache) >= _CACHE_LIMIT:
