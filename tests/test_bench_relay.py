@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from warnshare.bench import cpus
 from warnshare.bench import relay as bench_relay
 from warnshare.bench.baselines import TcpFrameParser, nats_server_path, tcp_frame
 from warnshare.bench.histogram import SUB_BUCKETS, LatencyHistogram, bucket_bounds, bucket_index
@@ -384,3 +385,62 @@ def test_saturation_ramp_stops_at_the_first_failure_and_searches_down_below_the_
     assert sat == [2000.0, 1000.0, 500.0]
     summary = bench_relay.summarize(got, ["relay"])["saturation"]
     assert summary["rate_per_s"] == 500.0 and summary["met"] is False
+
+
+# ------------------------------------------------------------------ CPU placement
+
+
+def test_placement_gives_the_server_one_core_and_the_load_the_rest() -> None:
+    assert cpus.placement([0, 1]) == ((1,), (0,))
+    assert cpus.placement([3, 0, 2, 5]) == ((5,), (0, 2, 3))
+    assert cpus.placement([0]) == ((), ())  # one core: nothing to separate
+    assert cpus.placement([]) == ((), ())
+
+
+def _both_cores() -> tuple[int, int]:
+    allowed = cpus.available_cpus()
+    if len(allowed) < 2:
+        pytest.skip("needs two cores")
+    return allowed[-1], allowed[0]
+
+
+def test_pinned_self_moves_every_thread_and_restores_each_one() -> None:
+    import os
+    import threading
+
+    _, load = _both_cores()
+    before = os.sched_getaffinity(0)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, args=(10.0,), daemon=True)
+    t.start()
+    try:
+        with cpus.pinned_self([load]):
+            assert os.sched_getaffinity(0) == {load}
+            assert os.sched_getaffinity(t.native_id) == {load}  # a thread started before
+        assert os.sched_getaffinity(0) == before and os.sched_getaffinity(t.native_id) == before
+    finally:
+        stop.set()
+        t.join(5.0)
+
+
+@pytest.mark.parametrize("system", ["tcp", pytest.param("nats", marks=pytest.mark.skipif(
+    nats_server_path() is None, reason="nats-server is not installed"))])
+def test_a_pinned_server_runs_every_thread_on_its_core(system: str) -> None:
+    import os
+
+    from warnshare.bench.servers import ServerProcess
+
+    server_cpu, _ = _both_cores()
+    with ServerProcess(system, cpus=(server_cpu,)) as server:
+        assert server.proc is not None
+        tids = [int(t) for t in os.listdir(f"/proc/{server.proc.pid}/task")]
+        assert tids and all(os.sched_getaffinity(t) == {server_cpu} for t in tids)
+
+
+def test_a_pinned_run_delivers_everything_and_the_plan_pins_every_run_alike() -> None:
+    server_cpu, load_cpu = _both_cores()
+    _assert_complete(_tiny("relay", server_cpus=(server_cpu,), load_cpus=(load_cpu,)))
+    specs = bench_relay.plan(_args("--quick", "--pin"), ["relay", "tcp", "ws"])
+    assert {(s.server_cpus, s.load_cpus) for s in specs} == {cpus.placement()}
+    unpinned = bench_relay.plan(_args("--quick", "--no-pin"), ["relay", "tcp"])
+    assert {(s.server_cpus, s.load_cpus) for s in unpinned} == {((), ())}

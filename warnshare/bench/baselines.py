@@ -19,6 +19,8 @@ import subprocess
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
+from warnshare.bench.cpus import preexec_pin
+
 TCP_ROLE_PUBLISHER = b"PUB"
 TCP_ROLE_SUBSCRIBER = b"SUB"
 #: Subject the NATS baseline publishes reports on.
@@ -160,8 +162,11 @@ def nats_server_path() -> str | None:
     return shutil.which("nats-server")
 
 
-def start_nats_server(port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
-    """Start ``nats-server`` on host:port (default limits; no JetStream, no persistence)."""
+def start_nats_server(
+    port: int, host: str = "127.0.0.1", cpus: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start ``nats-server`` on host:port (default limits; no JetStream, no persistence), on
+    ``cpus`` when given (see cpus.py)."""
     path = nats_server_path()
     if path is None:
         raise FileNotFoundError("nats-server is not on PATH (Debian package nats-server)")
@@ -169,4 +174,5 @@ def start_nats_server(port: int, host: str = "127.0.0.1") -> subprocess.Popen[by
         [path, "-a", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=preexec_pin(cpus),
     )

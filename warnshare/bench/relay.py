@@ -24,6 +24,7 @@ from typing import Any
 
 from warnshare.bench import report
 from warnshare.bench.baselines import nats_server_path
+from warnshare.bench.cpus import placement
 from warnshare.bench.histogram import LatencyHistogram
 from warnshare.bench.runner import RunResult, RunSpec, execute
 
@@ -42,6 +43,8 @@ SKEW_HOP_TOLERANCE_MS = 1.0
 #: same run without it, by no more than this (bytes) or this fraction, whichever is larger.
 RSS_EXTRA_ALLOWED_BYTES = 16 << 20
 RSS_EXTRA_ALLOWED_FRACTION = 0.10
+#: Whether runs pin the server and the load to separate cores unless told (--pin / --no-pin).
+PIN_DEFAULT = False
 
 
 def _floats(text: str) -> list[float]:
@@ -95,6 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="change the benchmark's niceness by N (negative needs root) before "
                         "starting anything; the servers inherit it. On a machine shared with other "
                         "work, -10 lets the systems under test, not the neighbours, set the numbers")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=PIN_DEFAULT,
+                        help="CPU placement: every system's server process on the highest core, the "
+                        "benchmark (publishers and subscribers) on the others, the same for every "
+                        "system; no effect with fewer than 2 cores (default: %(default)s)")
     parser.add_argument("--profile", action="store_true",
                         help="one extra relay run at 1,000 reports/s to 100 subscribers under py-spy; "
                         "its summary goes to DIR/relay_profile.txt (needs --out and py-spy)")
@@ -110,7 +117,7 @@ def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
     warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
     repeats = args.repeats if args.repeats is not None else (1 if quick else 5)
     common = {"duration_s": duration, "warmup_s": warmup, "missiles": args.missiles,
-              "drain_timeout_s": drain_timeout(args, duration)}
+              "drain_timeout_s": drain_timeout(args, duration), **cpu_placement(args)}
     specs: list[RunSpec] = []
     for rep in range(repeats):
         for scenario, (rate, subs) in (("rate1000_subs100", MUST_A), ("rate100_subs10", MUST_B)):
@@ -136,6 +143,12 @@ def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
         skew = getattr(args, "skew", SKEW_S)
         specs.append(RunSpec("clock_skew", "relay", MUST_B[0], MUST_B[1], skew_s=skew, seed=1, **common))
     return specs
+
+
+def cpu_placement(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """RunSpec's CPU fields for every run of this invocation (empty without ``--pin``)."""
+    server, load = placement() if getattr(args, "pin", False) else ((), ())
+    return {"server_cpus": server, "load_cpus": load}
 
 
 def drain_timeout(args: argparse.Namespace, duration_s: float) -> float:
@@ -518,7 +531,8 @@ def run_all(
     warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
     def saturation_step(rate: float) -> bool:
         spec = RunSpec("saturation", "relay", rate, args.saturation_subscribers, duration_s=duration,
-                       warmup_s=warmup, missiles=args.missiles, drain_timeout_s=drain_timeout(args, duration))
+                       warmup_s=warmup, missiles=args.missiles, drain_timeout_s=drain_timeout(args, duration),
+                       **cpu_placement(args))
         progress.start(spec.label + " (saturation)")
         res = runner(spec, host=args.host, progress=progress.update)
         results.append(res)
@@ -553,7 +567,7 @@ def profile_relay(args: argparse.Namespace) -> tuple[RunResult | None, str]:
     duration = args.duration if args.duration is not None else (1.5 if args.quick else 5.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
     spec = RunSpec("profile", "relay", MUST_A[0], MUST_A[1], duration_s=duration, warmup_s=warmup,
-                   missiles=args.missiles, drain_timeout_s=max(3.0, duration))
+                   missiles=args.missiles, drain_timeout_s=max(3.0, duration), **cpu_placement(args))
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_progress:
         print(f"profiling {spec.label} with py-spy ...", file=sys.stderr)
@@ -624,6 +638,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, wanted: list[str], skipped: list[str]) -> int:
     machine = machine_info()
     machine["niceness"] = os.nice(0)
+    server_cpus, load_cpus = cpu_placement(args).values()
+    machine["cpu_placement"] = ({"server": list(server_cpus), "load": list(load_cpus)} if server_cpus
+                                else "none (the scheduler's)")
     if _AUTOGROUP.exists():
         machine["autogroup"] = _AUTOGROUP.read_text().strip()
     t0 = time.monotonic()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from warnshare.bench.cpus import pinned_self
 from warnshare.bench.histogram import LatencyHistogram
 from warnshare.bench.loadgen import LoadResult, run_load
 from warnshare.bench.profile import start_py_spy, summarize_collapsed
@@ -54,6 +55,9 @@ class RunSpec:
     #: The first node's clock is this far ahead of the host's (s): it stamps its reports and
     #: answers the relay's clock exchange with it.
     skew_s: float = 0.0
+    #: CPU placement (cpus.py): the server's cores and the load's; empty, the scheduler decides.
+    server_cpus: tuple[int, ...] = ()
+    load_cpus: tuple[int, ...] = ()
 
     @property
     def label(self) -> str:
@@ -213,13 +217,22 @@ def execute(
     """Run one spec against a fresh server process; never raises for a failed run.
 
     With ``profile_to``, py-spy samples the server through the schedule and a summary of
-    where it spent its time is written there (the raw stacks next to it).
+    where it spent its time is written there (the raw stacks next to it). With the spec's CPU
+    placement, this process (the load) runs on ``load_cpus`` for the run, the server on
+    ``server_cpus``.
     """
+    with pinned_self(spec.load_cpus):
+        return _execute(spec, host, progress, profile_to)
+
+
+def _execute(
+    spec: RunSpec, host: str, progress: Callable[[float], None] | None, profile_to: Path | None
+) -> RunResult:
     res = RunResult(spec=spec)
     t_wall = time.monotonic()
     with contextlib.suppress(OSError):
         res.load_average = round(os.getloadavg()[0], 2)
-    server = ServerProcess(spec.system, host=host)
+    server = ServerProcess(spec.system, host=host, cpus=spec.server_cpus)
     try:
         server.start()
         n_reports = int(spec.rate * (spec.duration_s + spec.warmup_s))

@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from warnshare.bench.cpus import preexec_pin
+
 SYSTEMS = ("relay", "ws", "tcp", "nats")
 
 
@@ -162,9 +164,12 @@ class ResourceUse:
 class ServerProcess:
     """One system under test in its own process; ``measure`` windows its CPU and memory."""
 
-    def __init__(self, system: str, host: str = "127.0.0.1", startup_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, system: str, host: str = "127.0.0.1", startup_timeout_s: float = 30.0, cpus: tuple[int, ...] = ()
+    ) -> None:
         self.system = system
         self.host = host
+        self.cpus = tuple(cpus)  # the cores the server runs on (empty: wherever the scheduler puts it)
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -182,7 +187,7 @@ class ServerProcess:
             from warnshare.bench.baselines import start_nats_server
 
             self.port = free_port(self.host)
-            self.proc = start_nats_server(self.port, self.host)
+            self.proc = start_nats_server(self.port, self.host, cpus=self.cpus)
             _wait_port(self.host, self.port, self.proc, self.startup_timeout_s)
         else:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -190,6 +195,7 @@ class ServerProcess:
                 [sys.executable, "-m", "warnshare.bench.servers", self.system, "--host", self.host],
                 stdout=subprocess.PIPE,
                 env=env,
+                preexec_fn=preexec_pin(self.cpus),
             )
             assert self.proc.stdout is not None
             deadline = time.monotonic() + self.startup_timeout_s
