@@ -199,12 +199,53 @@ def test_a_gap_in_coverage_high_up_coasts_and_the_returning_track_continues_the_
     predicted = engine.events()[0].impact.time_ns
     assert predicted > rest[0][1].time_of_validity_ns
     # silent for far longer than lost_timeout, but its predicted flight is still under way
-    assert engine.tick(first[-1][0] + 10 * NS) == []
+    assert [a.kind for a in engine.tick(first[-1][0] + 10 * NS)] == [AlertKind.TRACK_COAST]
     assert engine.events()[0].status == "ACTIVE"
     t, r = rest[0]
     back = engine.ingest(r, node_sent_ns=t, received_ns=t)
     assert [a.kind for a in back if a.kind != AlertKind.TRACK_UPDATE] in ([], [AlertKind.IMPACT_PREDICTED])
     assert back[0].event_id == 1 and len(engine.events()) == 1
+
+
+def test_a_silent_event_is_published_as_track_coast_predictions_until_its_fall(one_missile):
+    cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=10_000 * NS)
+    first, _rest = gap_from_100_to_130_s(one_missile)
+    engine, _ = run(first, cfg)
+    event = engine.events()[0]
+    fused, impact_ns = event.state, event.impact.time_ns
+    t_last = first[-1][0]
+    ticked = [a for k in range(1, 31) for a in engine.tick(t_last + k * NS)]
+    coasts = [a for a in ticked if a.kind == AlertKind.TRACK_COAST]
+    assert coasts == ticked and 13 <= len(coasts) <= 15  # one per 2 s of the 30 s silence
+    tovs = np.array([a.state.time_of_validity_ns for a in coasts])
+    assert np.all(np.diff(tovs) >= cfg.coast_update_s * NS)
+    truth = one_missile[0]
+    pos_var = [sum(a.state.covariance[i] for i in (0, 6, 11)) for a in coasts]
+    assert np.all(np.diff(pos_var) > 0)  # the prediction grows less certain as it coasts
+    for a in coasts:
+        err = np.linalg.norm(np.array(a.state.position_ecef_m) - truth.at(a.state.time_of_validity_ns)[:3])
+        assert err < 3.0 * np.sqrt(a.state.covariance[0] + a.state.covariance[6] + a.state.covariance[11])
+        assert a.nations == [] and a.state.track_quality == 0 and a.event_id == event.event_id
+        assert a.impact == event.impact
+    # the event's own fused state is untouched: the next report fuses the members, not this
+    assert engine.events()[0].state == fused
+    # no coast in the last coast_until_s of the predicted flight, and none once the flight is
+    # over (last seen high up, the event then ends as TRACK_LOST)
+    t = t_last + 31 * NS
+    while t < impact_ns + 60 * NS:
+        ticked = engine.tick(t)
+        coasts += [a for a in ticked if a.kind == AlertKind.TRACK_COAST]
+        t += NS
+    assert max(a.state.time_of_validity_ns for a in coasts) < impact_ns - cfg.coast_until_s * NS
+    assert engine.events()[0].status == "LOST"
+    assert not [a for a in engine.tick(t + 10 * NS) if a.kind == AlertKind.TRACK_COAST]
+
+
+def test_coasting_updates_can_be_turned_off(one_missile):
+    cfg = FusionConfig(lost_timeout_ns=2 * NS, coast_update_s=0.0)
+    first, _rest = gap_from_100_to_130_s(one_missile)
+    engine, _ = run(first, cfg)
+    assert [a for k in range(1, 31) for a in engine.tick(first[-1][0] + k * NS)] == []
 
 
 def test_track_lost_once_the_predicted_flight_is_over_then_correction_when_it_returns(one_missile):

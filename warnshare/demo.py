@@ -31,6 +31,8 @@ from warnshare.subscriber import AlertSubscriber, ReceivedAlert, format_alert
 DEFAULT_SCENARIO = "hwasong17-2022-11-18"
 #: Wall-clock seconds the default speed aims to fit the scenario into.
 TARGET_WALL_S = 40.0
+#: The running picture, printed only with ``--updates``.
+_PICTURE = (AlertKind.TRACK_UPDATE, AlertKind.TRACK_COAST)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=0, help="relay port (default: a free one)")
-    parser.add_argument("--updates", action="store_true", help="print TRACK_UPDATE alerts too")
+    parser.add_argument("--updates", action="store_true", help="print TRACK_UPDATE and TRACK_COAST alerts too")
     parser.add_argument("--json", action="store_true", help="print alerts as JSON lines")
 
 
@@ -190,7 +192,7 @@ async def _listen(
             events.add(a.event_id)
             if a.kind == AlertKind.FINAL_ASSESSMENT:
                 final_events.add(a.event_id)
-            if args.updates or a.kind != AlertKind.TRACK_UPDATE:
+            if args.updates or a.kind not in _PICTURE:
                 if args.json:
                     from warnshare.subscriber import alert_json
 
@@ -231,7 +233,7 @@ def _summarise(received: list[ReceivedAlert], node_status: dict[str, int], scena
     )
     for event_id, e in sorted(by_event.items()):
         kinds = ", ".join(
-            k.value for k in AlertKind if k in e["kinds"] and k != AlertKind.TRACK_UPDATE
+            k.value for k in AlertKind if k in e["kinds"] and k not in _PICTURE
         )
         print(f"  event {event_id}: seen by {'+'.join(sorted(e['nations']))}: {kinds}")
     print()

@@ -64,6 +64,8 @@ class FlightPhase(StrEnum):
 class AlertKind(StrEnum):
     LAUNCH_DETECTED = "LAUNCH_DETECTED"
     TRACK_UPDATE = "TRACK_UPDATE"
+    #: a silent event's predicted state while no sensor holds it (no report behind it)
+    TRACK_COAST = "TRACK_COAST"
     IMPACT_PREDICTED = "IMPACT_PREDICTED"
     OVERFLIGHT = "OVERFLIGHT"
     IMPACT = "IMPACT"
@@ -72,8 +74,9 @@ class AlertKind(StrEnum):
     FINAL_ASSESSMENT = "FINAL_ASSESSMENT"
 
 
-#: Alerts a slow subscriber must never lose (only TRACK_UPDATE may be conflated).
-CRITICAL_KINDS = frozenset(AlertKind) - {AlertKind.TRACK_UPDATE}
+#: Alerts a slow subscriber must never lose (only the running picture, TRACK_UPDATE and
+#: TRACK_COAST, may be conflated).
+CRITICAL_KINDS = frozenset(AlertKind) - {AlertKind.TRACK_UPDATE, AlertKind.TRACK_COAST}
 
 
 class ImpactArea(StrEnum):

@@ -202,7 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--since", type=int, default=None, help="replay every alert after this alert id first"
     )
     parser.add_argument("--count", type=int, default=None, help="exit after this many alerts")
-    parser.add_argument("--no-updates", action="store_true", help="hide TRACK_UPDATE alerts")
+    parser.add_argument(
+        "--no-updates", action="store_true", help="hide TRACK_UPDATE and TRACK_COAST alerts"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="exit after this many seconds")
     parser.add_argument(
         "--token", default=env_str("TOKEN", ""), help="subscriber token (WARNSHARE_TOKEN)"
@@ -245,7 +247,7 @@ async def _main(args: argparse.Namespace) -> int:
     async def consume() -> None:
         nonlocal n
         async for item in sub.alerts():
-            if args.no_updates and item.alert.kind.value == "TRACK_UPDATE":
+            if args.no_updates and item.alert.kind.value in ("TRACK_UPDATE", "TRACK_COAST"):
                 continue
             print(alert_json(item) if args.json else format_alert(item), flush=True)
             n += 1

@@ -50,6 +50,8 @@ _NO_PREDICTION = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 #: the latest phase any live member reports wins
 _PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
 _set = object.__setattr__
+#: alerts of the running picture (an impact estimate only once one is made)
+_PICTURE_KINDS = (AlertKind.TRACK_UPDATE, AlertKind.TRACK_COAST)
 
 
 _new = object.__new__
@@ -148,6 +150,14 @@ class FusionConfig:
     defer_impact: bool = False
     #: Longest flight the impact propagation follows (s).
     max_flight_s: float = 6000.0
+    #: A silent ballistic event (no report for this much track time, its predicted flight still
+    #: under way) is published as a TRACK_COAST alert, its state predicted to the engine's track
+    #: time, once per this much track time, so that subscribers keep a position for a missile
+    #: no sensor holds (0: never).
+    coast_update_s: float = 2.0
+    #: ... but not in the last this-much of the predicted flight: low in the fall, the drag the
+    #: prediction leaves out moves the point by kilometres, and IMPACT is due.
+    coast_until_s: float = 20.0
     #: No update for this long (wall): IMPACT if the missile was near the ground, else TRACK_LOST.
     lost_timeout_ns: int = 20 * _NS
     #: No update for this long (wall): FINAL_ASSESSMENT of an impacted or lost event.
@@ -255,6 +265,8 @@ class _Event:
     overflown: set = field(default_factory=set)
     overflight_alert_id: int = 0
     lost_alert_id: int = 0
+    #: track time of the latest TRACK_COAST
+    coast_tov_ns: int = -(1 << 62)
     final: bool = False
     assessment: Assessment | None = None
     merge_votes: dict[int, int] = field(default_factory=dict)
@@ -280,6 +292,8 @@ class FusionEngine:
         self.reports_held = 0
         self._next_scan_tov_ns: int | None = None
         self._latest_tov_ns = -(1 << 62)
+        #: when the report that set ``_latest_tov_ns`` arrived (track time between reports, wall)
+        self._latest_rx_ns = 0
         self._last_hops: tuple = ()
         #: events whose impact prediction ``ingest`` left for ``predict_due`` (an ordered set)
         self._due: dict[int, None] = {}
@@ -290,6 +304,8 @@ class FusionEngine:
         self._unknown_hold_ns = int(c.unknown_phase_hold_s * _NS)
         self._scan_ns = int(c.scan_interval_s * _NS)
         self._max_flight_ns = int(c.max_flight_s * _NS)
+        self._coast_ns = int(c.coast_update_s * _NS)
+        self._coast_until_ns = int(c.coast_until_s * _NS)
         self._future_ns = int(c.max_future_s * _NS)
 
     # ------------------------------------------------------------------ public API
@@ -368,6 +384,7 @@ class FusionEngine:
             self._revive(event, hops, received_ns, out)
         if tov > self._latest_tov_ns and (report.data_mode != DataMode.REAL or tov - received_ns <= self._future_ns):
             self._latest_tov_ns = tov
+            self._latest_rx_ns = received_ns
         self._last_hops = hops
         self._update_event(event, tov, hops, received_ns)
         out.append(self._track_update(event, received_ns, hops))
@@ -407,7 +424,52 @@ class FusionEngine:
                 self._assess(event)
                 out.append(self._alert(event, AlertKind.FINAL_ASSESSMENT, now_ns, event.last_hops,
                                        self._final_text(event), fused_ns=now_ns))
+        if self._coast_ns > 0 and self._last_hops:
+            # track time now: the newest report's time of validity plus the wall time since it
+            # arrived (a replay faster than real time coasts behind, never ahead)
+            t_ns = self._latest_tov_ns + max(0, now_ns - self._latest_rx_ns)
+            for event in self._events.values():
+                if event.status == "ACTIVE":
+                    self._coast(event, t_ns, now_ns, out)
         return out
+
+    def _coast(self, event: _Event, t_ns: int, now_ns: int, out: list[Alert]) -> None:
+        """TRACK_COAST: a silent ballistic event's state predicted to track time ``t_ns``, once
+        per ``coast_update_s``, until its predicted fall. The event's own state is unchanged:
+        the next report is fused with the members, not with this prediction."""
+        gp = event.impact
+        if event.x is None or event.boosting or gp is None or t_ns >= gp.time_ns:
+            return
+        if gp.time_ns - t_ns <= self._coast_until_ns:
+            return
+        if t_ns - max(event.tov_ns, event.coast_tov_ns) < self._coast_ns:
+            return
+        dt = (t_ns - event.tov_ns) / _NS
+        if dt > self.config.max_flight_s:
+            return
+        event.coast_tov_ns = t_ns
+        x = dynamics.predict_state(event.x.tolist(), dt)
+        p = dynamics.predict_covariance(event.p, dt, self._q(False, event.x))
+        px, py, pz, vx, vy, vz = x
+        lat, lon, alt = dynamics.geodetic(px, py, pz)
+        falling = px * vx + py * vy + pz * vz < 0.0
+        state = _construct(
+            FusedState,
+            time_of_validity_ns=t_ns,
+            position_ecef_m=list(x[:3]),
+            velocity_ecef_mps=list(x[3:]),
+            covariance=p.take(_IU_FLAT).tolist(),
+            lat_deg=lat,
+            lon_deg=lon,
+            alt_m=alt,
+            speed_mps=math.sqrt(vx**2 + vy**2 + vz**2),
+            flight_phase=FlightPhase.TERMINAL if falling and alt < 100_000.0 else FlightPhase.MIDCOURSE,
+            track_quality=0,
+        )
+        text = (f"TRACK_COAST event {event.event_id}: predicted {_latlon(lat, lon)} alt {alt / 1000:.0f} km, "
+                f"no report for {(t_ns - event.tov_ns) / _NS:.0f} s (last {event.nations_text})")
+        out.append(self._alert(event, AlertKind.TRACK_COAST, now_ns, event.last_hops, text,
+                               fused_ns=now_ns, state=state, nations=[]))
 
     def predict_due(self, now_ns: int) -> list[Alert]:
         """Make the impact predictions that ``ingest`` left due (``defer_impact``), oldest
@@ -1062,6 +1124,8 @@ class FusionEngine:
         *,
         corrects: int | None = None,
         fused_ns: int | None = None,
+        state: FusedState | None = None,
+        nations: list[Nation] | None = None,
     ) -> Alert:
         aid = self._next_alert_id(event)
         measured, sent, received, nation, offset, rtt = hops
@@ -1075,7 +1139,7 @@ class FusionEngine:
             clock_offset_ns=offset,
             clock_rtt_ns=rtt,
         )
-        lifecycle = kind != AlertKind.TRACK_UPDATE
+        lifecycle = kind not in _PICTURE_KINDS
         return _construct(
             Alert,
             type="alert",
@@ -1083,14 +1147,14 @@ class FusionEngine:
             event_id=event.event_id,
             kind=kind,
             issued_ns=issued_ns,
-            state=event.state,
+            state=event.state if state is None else state,
             launch=event.launch,
             impact=event.impact_estimate if lifecycle or event.impact_estimate is not None else None,
             impact_area=event.impact_area,
             overflight=list(event.overflight),
             assessment=event.assessment if kind == AlertKind.FINAL_ASSESSMENT else None,
             corrects_alert_id=corrects,
-            nations=list(event.nations),
+            nations=list(event.nations) if nations is None else nations,
             releasable_to=list(event.releasable),
             data_mode=event.data_mode,
             hops=h,

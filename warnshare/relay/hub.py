@@ -7,7 +7,7 @@ not over its high-water mark, as a raw fan-out would. A subscriber that is behin
 direct path cannot reach (another server stack, tests), gets the alerts in its own bounded
 queue instead, drained by its writer task, which coalesces everything pending into one frame;
 it rejoins the broadcast once its queue is empty. A queued subscriber first has its pending
-TRACK_UPDATEs conflated (the newest per event kept); one that cannot keep up even with the
+TRACK_UPDATEs and TRACK_COASTs conflated (the newest per event kept); one that cannot keep up even with the
 critical alerts is closed with SLOW_CONSUMER and may resume with ``since=``.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from warnshare.protocol import Alert, AlertKind, Nation
+from warnshare.protocol import CRITICAL_KINDS, Alert, AlertKind, Nation
 from warnshare.relay.wire import DirectWriter, frame_bytes
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class EncodedAlert:
         self.alert_id = alert.alert_id
         self.event_id = alert.event_id
         self.kind = alert.kind
-        self.critical = alert.kind != AlertKind.TRACK_UPDATE
+        self.critical = alert.kind in CRITICAL_KINDS
         self.releasable = frozenset(alert.releasable_to)
         self.msgpack: bytes = _PACKER.pack(alert.model_dump(mode="python"))
         self._json: str | None = None
@@ -154,7 +154,8 @@ class Subscriber:
         self.wake.set()
 
     def _conflate(self) -> None:
-        """Keep every critical alert and only the newest TRACK_UPDATE of each event."""
+        """Keep every critical alert and only the newest picture alert (TRACK_UPDATE or
+        TRACK_COAST) of each event."""
         newest: dict[int, int] = {}
         live = list(self.queue)[self.replay_pending :]
         for a in live:
