@@ -59,6 +59,23 @@ def test_lifting_glide_ellipse_covers_its_true_impact():
     assert short and max(short) > 80e3
 
 
+@pytest.mark.parametrize("name", ["kn-23", "kn-25"])
+def test_impact_time_sigma_covers_the_flight_time_the_glide_and_drag_add(name):
+    # drag and a glide both make the missile arrive later than the vacuum arc; the along-track
+    # model error, flown at half the vacuum arrival speed or less, must cover that in time too
+    f = nominal_flight(missile_class(name))
+    z = []
+    for t, pos, vel in zip(f.t, f.pos, f.vel, strict=True):
+        _, _, alt = geo.ecef_to_geodetic(pos)
+        if t < f.burnout_s + 10.0 or (float(pos @ vel) < 0.0 and float(alt) < 10e3):
+            continue
+        gp = impact.predict_impact(np.concatenate([pos, vel]), P, int(t * 1e9), 3000.0)
+        assert gp is not None
+        z.append((gp.time_ns / 1e9 - f.flight_time_s) / gp.time_sigma_s)
+    z = np.abs(np.array(z))
+    assert len(z) > 20 and np.mean(z <= 1.96) >= 0.95, np.percentile(z, [50, 90, 100])
+
+
 def test_steep_ballistic_dive_gets_no_glide_allowance():
     # KN-25: no lift; below ~60 km on the way down it dives steeper than the glide limit, where
     # the model error is the vacuum path term alone, and the ellipse still covers the truth
