@@ -37,7 +37,9 @@ FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 warnshare \
  && useradd --system --uid 10001 --gid warnshare --home-dir /var/lib/warnshare --create-home \
       --shell /usr/sbin/nologin warnshare \
- && install -d -o warnshare -g warnshare -m 0700 /var/lib/warnshare/keys /var/lib/warnshare/journal
+ && install -d -o warnshare -g warnshare -m 0700 /var/lib/warnshare/keys /var/lib/warnshare/journal \
+      /var/lib/warnshare/handout/relay /var/lib/warnshare/handout/usa /var/lib/warnshare/handout/jpn \
+      /var/lib/warnshare/handout/kor /var/lib/warnshare/handout/alerts
 COPY --from=build /opt/warnshare /opt/warnshare
 # In a container the relay listens on all of the container's interfaces; where it is
 # reachable from is decided by the port publishing (127.0.0.1 only in docker-compose.yml).

@@ -205,8 +205,12 @@ def test_compose_demo_fuses_alerts_from_all_three_nations(compose: tuple[list[st
     # ... and the relay insists on them: signed nodes, subscribers with a token.
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
         assert json.load(r)["authentication"] is True
-    token = _run([*cmd, "exec", "-T", "relay", "cat", f"{KEYS_DIR}/jpn-ops.token"], env, 60).stdout.strip()
+    token = _run([*cmd, "run", "--rm", "--no-deps", "--entrypoint", "cat", "keys", f"{KEYS_DIR}/jpn-ops.token"],
+                 env, 60).stdout.strip()
     assert token
+    # Each service holds only its share: the relay public keys and token hashes, no secret.
+    relay_keys = _run([*cmd, "exec", "-T", "relay", "ls", "-A", KEYS_DIR], env, 60).stdout.split()
+    assert relay_keys == ["trust.json"], relay_keys
 
     received = asyncio.run(_collect(port, token, cmd, env, deadline_s=300))
     t_done = time.monotonic()
@@ -215,6 +219,9 @@ def test_compose_demo_fuses_alerts_from_all_three_nations(compose: tuple[list[st
     for service in NODE_SERVICES:
         assert states[service] == ("exited", 0), f"node {service}: {states.get(service)}"
     assert states["keys"] == ("exited", 0), f"keys: {states.get('keys')}"
+    for service in NODE_SERVICES:  # ... and a node its own nation's signing key only
+        held = _run([*cmd, "run", "--rm", "--no-deps", "--entrypoint", "ls", service, "-A", KEYS_DIR], env, 60)
+        assert held.stdout.split() == [f"{service}.key"], (service, held.stdout)
     assert states["relay"][0] == "running", f"relay: {states['relay']}"
     assert received, "no alert reached the host subscriber"
 
