@@ -299,6 +299,8 @@ class Timed:
     mean_us: list[float]
     total_us: list[float]
     differing: list[dict[str, Any]]
+    #: each report's fastest time over the runs (ns): noise hits a report in one run, not in all
+    best_ns: np.ndarray | None = None
 
 
 def speed_us(out: Output) -> tuple[float, float, float]:
@@ -347,8 +349,9 @@ def timed_runs(reps: list, contenders: dict[str, Runner], k: int, sim: Any,
             med, mean, tot = speed_us(out)
             t = res.get(name)
             if t is None:
-                res[name] = Timed(out, [med], [mean], [tot], [])
+                res[name] = Timed(out, [med], [mean], [tot], [], np.array(out.times_ns, dtype=np.int64))
                 continue
+            t.best_ns = np.minimum(t.best_ns, np.array(out.times_ns, dtype=np.int64))
             t.median_us.append(med)
             t.mean_us.append(mean)
             t.total_us.append(tot)
@@ -362,12 +365,15 @@ def timed_runs(reps: list, contenders: dict[str, Runner], k: int, sim: Any,
 
 def speed_fields(t: Timed) -> dict[str, Any]:
     """A row's speed figures from its timed runs: the best (minimum) of each figure over the
-    runs, as ``timeit`` reports, and every run's median to show the spread."""
+    runs, as ``timeit`` reports, and every run's median to show the spread; and, as a second
+    view, the median over reports of each report's best time."""
+    best = t.best_ns[t.best_ns > 0] if t.best_ns is not None else np.array([])
     return {
         "median_update_us": min(t.median_us),
         "mean_update_us": min(t.mean_us),
         "total_cpu_per_report_us": min(t.total_us),
         "median_update_us_runs": list(t.median_us),
+        "median_of_best_per_report_us": float(np.median(best)) / 1000.0 if len(best) else math.nan,
         "timing_runs": len(t.median_us),
         "runs_with_different_output": len(t.differing),
         "different_runs": list(t.differing),
@@ -765,6 +771,7 @@ def must_show(s: dict) -> dict[str, Any]:
         # speed: the best run's median (the minimum over the timed runs), and every run's
         out[f"{sname}.median_update_us"] = w["median_update_us"]
         out[f"{sname}.median_update_us_runs"] = w.get("median_update_us_runs", [w["median_update_us"]])
+        out[f"{sname}.median_of_best_per_report_us"] = w.get("median_of_best_per_report_us", math.nan)
         out[f"{sname}.runs_with_different_output"] = w.get("runs_with_different_output", 0)
         if ss:
             out[f"{sname}.stonesoup_ekf_median_update_us"] = ss["median_update_us"]
@@ -840,7 +847,7 @@ def print_table(name: str, rows: dict, sc: dict) -> None:
         runs = " ".join(f"{v:.1f}" for v in r.get("median_update_us_runs", []))
         diff = r.get("runs_with_different_output", 0)
         note = f"; {diff} run(s) with a different output: {r['different_runs']}" if diff else ""
-        print(f"  {rname:22s} {runs}{note}")
+        print(f"  {rname:22s} {runs}  (median of each report's best: {r.get('median_of_best_per_report_us', math.nan):.1f}){note}")
     print(f"first alert latency: median {sc['first_alert_latency_s_median']:.2f} s, max "
           f"{sc['first_alert_latency_s_max']:.2f} s (report period {sc['report_period_s']:.2f} s); "
           f"completeness with one nation removed: {sc['completeness_without_nation']}; "
