@@ -44,7 +44,10 @@ SKEW_HOP_TOLERANCE_MS = 1.0
 RSS_EXTRA_ALLOWED_BYTES = 16 << 20
 RSS_EXTRA_ALLOWED_FRACTION = 0.10
 #: Whether runs pin the server and the load to separate cores unless told (--pin / --no-pin).
-PIN_DEFAULT = False
+#: Measured interleaved on this 2-core machine (docs/BENCHMARKS.md, "CPU placement"): with other
+#: work running, unpinned relay runs at 1,000 reports/s x100 lost the core to it (p99 median
+#: 98 ms, 2 of 18 fell behind) where pinned ones held 17 ms, the TCP floor unchanged.
+PIN_DEFAULT = True
 
 
 def _floats(text: str) -> list[float]:

@@ -392,6 +392,12 @@ def plot_stall(results: Sequence[RunResult], path: Path) -> Path | None:
     return path
 
 
+def _placement_text(placement: Any) -> str:
+    if isinstance(placement, dict):
+        return f"servers on CPU {placement.get('server')}, load on CPU {placement.get('load')}"
+    return str(placement or "none")
+
+
 def write_markdown(
     path: Path,
     results: Sequence[RunResult],
@@ -406,8 +412,8 @@ def write_markdown(
         "",
         f"Run {machine.get('started_utc', '')} on {machine.get('nproc')} CPU(s) "
         f"({machine.get('cpu_model')}), Python {machine.get('python')}, "
-        f"load average at start {machine.get('load_average')}, niceness {machine.get('niceness', 0)}; "
-        f"source {machine.get('source')}.",
+        f"load average at start {machine.get('load_average')}, niceness {machine.get('niceness', 0)}, "
+        f"CPU placement {_placement_text(machine.get('cpu_placement'))}; source {machine.get('source')}.",
         "",
         "Latency is node send (intended, open-loop schedule) to subscriber receive, same host clock, "
         "in milliseconds; every repeat of a point is merged into one histogram. `p99 runs` is the "
