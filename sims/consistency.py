@@ -210,7 +210,8 @@ def feeds_of(sensor_id: str, result: SimResult) -> set[str]:
 
 def ir_boost_errors(result: SimResult, nation: str = "USA", ir_sensor: str = "USA-SBIRS") -> dict[int, list[dict[str, Any]]]:
     """Per track number, the nation's reports made from the space layer alone (no radar in the
-    report's sensors) while the missile boosts: time, position error, covariance, position NEES."""
+    report's sensors) while the missile boosts: time, 6-D error, state, covariance, NEES, and
+    whether it is misassociated (as in ``report_errors``: the track then follows another missile)."""
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for u in result.national_tracks.get(nation, []):
         if u.lost or u.missile_id not in result.truth or tuple(u.sensor_ids) != (ir_sensor,):
@@ -221,7 +222,11 @@ def ir_boost_errors(result: SimResult, nation: str = "USA", ir_sensor: str = "US
         p, v = result.truth[u.missile_id].state_at(t)
         e = np.concatenate([np.asarray(u.position_ecef_m) - p[0], np.asarray(u.velocity_ecef_mps) - v[0]])
         cov = np.asarray(u.covariance)
+        own = float(np.linalg.norm(e[:3]))
+        others = [_distance(tr, t, np.asarray(u.position_ecef_m)) for m, tr in result.truth.items()
+                  if m != u.missile_id and tr.launch_ns <= t <= tr.impact_ns] if own > MISASSOCIATION_M else []
         out[u.track_number].append({
+            "misassociated": min(others, default=np.inf) < own - MISASSOCIATION_M,
             "t_ns": t, "err": e, "z": np.concatenate([u.position_ecef_m, u.velocity_ecef_mps]), "cov": cov,
             "truth": p[0], "nees": float(e @ np.linalg.solve(cov, e)),
             "nees_pos": float(e[:3] @ np.linalg.solve(cov[:3, :3], e[:3])),
@@ -296,11 +301,17 @@ def ir_boost_table(per_track: Iterable[dict[int, list[dict[str, Any]]]], sigma_j
     NEES, the lag-1 correlation of consecutive reports' position errors (a filter's output
     errors are strongly correlated; near 0 means each report is little more than its newest
     fix) and the RMSE two re-filters of the reports get: ``refilter_rmse_sq`` (constant
-    acceleration) and ``refilter_cv_rmse_sq`` (the fusion benchmark's anchor model)."""
+    acceleration) and ``refilter_cv_rmse_sq`` (the fusion benchmark's anchor model).
+    A track's reports from its first misassociated one on are counted apart and left out of the
+    figures (``nees_table`` leaves out misassociated reports too)."""
     err2, nees, nees_pos, refilt, refilt_cv = [], [], [], [], []
     num = den_a = den_b = 0.0
+    wrong = 0
     for tracks in per_track:
-        for reps in tracks.values():
+        for all_reps in tracks.values():
+            bad = next((k for k, r in enumerate(all_reps) if r["misassociated"]), len(all_reps))
+            wrong += len(all_reps) - bad
+            reps = all_reps[:bad]
             err2 += [float(r["err"][:3] @ r["err"][:3]) for r in reps]
             nees += [r["nees"] for r in reps]
             nees_pos += [r["nees_pos"] for r in reps]
@@ -315,6 +326,7 @@ def ir_boost_table(per_track: Iterable[dict[int, list[dict[str, Any]]]], sigma_j
         return {"n": 0}
     return {
         "n": len(err2),
+        "misassociated": wrong,
         "rms_pos_m": float(np.sqrt(np.mean(err2))),
         "mean_nees": float(np.mean(nees)),
         "mean_nees_pos": float(np.mean(nees_pos)),
@@ -374,7 +386,7 @@ def _print(res: dict[str, Any]) -> None:
               f"independent {p['mean_nees_independent_fusion']:.2f}")
     ib = res.get("usa_ir_boost", {})
     if ib.get("n"):
-        print(f"  USA space-layer-only boost reports: n {ib['n']}, rms {ib['rms_pos_m']:.0f} m, NEES "
+        print(f"  USA space-layer-only boost reports: n {ib['n']} (and {ib['misassociated']} misassociated), rms {ib['rms_pos_m']:.0f} m, NEES "
               f"{ib['mean_nees']:.2f} (position {ib['mean_nees_pos']:.2f}), lag-1 error correlation "
               f"{ib['lag1_corr']:.2f}; re-filtered as measurements: constant acceleration "
               f"{ib['refilter_ca_rms_pos_m']:.0f} m, constant velocity (the benchmark's anchor) "
