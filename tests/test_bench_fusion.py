@@ -23,3 +23,32 @@ def test_monte_carlo_runs_are_the_same_serial_and_in_a_process_pool() -> None:
         assert 0.0 < a["rmse_ratio_vs_best_nation"] < 2.0
     # different seeds are different draws
     assert serial[jobs[0]]["impact_points"] != serial[jobs[1]]["impact_points"]
+
+
+def test_an_update_is_scored_against_the_missile_whose_report_made_it() -> None:
+    # A contender that folds one missile's reports into another missile's track, its state
+    # staying on that other missile, has no picture of the missile reported: scored against
+    # the track's majority owner it would look exact.
+    import dataclasses
+
+    import numpy as np
+    from sims import simulate
+
+    sim = simulate(bf.scenarios(quick=True)["salvo8"], seed=0)
+    reps = bf.to_reports(sim)[:1500]
+    good = bf.run_engine(reps)
+    mids = sorted({m for _t, m, _r in reps})
+    a, b = mids[0], mids[1]
+    track_a = next(good.track_ids[k] for k, (_t, m, _r) in enumerate(reps) if m == a and good.track_ids[k])
+    b_idx = [k for k, (_t, m, _r) in enumerate(reps) if m == b and good.track_ids[k] is not None][:20]
+    ids, states = list(good.track_ids), list(good.states)
+    for k in b_idx:
+        p, v = sim.truth[a].state_at(good.tovs[k])
+        ids[k], states[k] = track_a, np.concatenate([p[0], v[0]])
+    folded = dataclasses.replace(good, track_ids=ids, states=states)
+    s_good, s_folded = bf.score(good, reps, sim, full=False), bf.score(folded, reps, sim, full=False)
+    assert s_folded["updates_on_another_missiles_track"] == s_good["updates_on_another_missiles_track"] + len(b_idx)
+    # the owner's view barely moves (those updates are exact for missile a) ...
+    assert s_folded["all_updates_position_rmse_vs_owner_m"] <= 1.05 * s_good["all_updates_position_rmse_vs_owner_m"]
+    # ... the reported missile's view counts them as the misses they are
+    assert s_folded["all_updates_position_rmse_m"] > 3 * s_good["all_updates_position_rmse_m"]

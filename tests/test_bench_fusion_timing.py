@@ -90,7 +90,8 @@ def test_a_run_that_differs_from_the_first_is_scored_and_counted(case: tuple) ->
     assert d["run"] == 2
     first = bf.score(good, reps, sim, full=False)
     assert d["fused_tracks"] == 1 < first["fused_tracks"]
-    assert d["all_updates_position_rmse_m"] > first["all_updates_position_rmse_m"]
+    assert d["all_updates_position_rmse_vs_owner_m"] > first["all_updates_position_rmse_vs_owner_m"]
+    assert d["updates_on_another_missiles_track"] > first["updates_on_another_missiles_track"]
     row = bf.speed_fields(t)
     assert row["runs_with_different_output"] == 1 and row["different_runs"] == [d]
 
