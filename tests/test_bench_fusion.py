@@ -52,3 +52,10 @@ def test_an_update_is_scored_against_the_missile_whose_report_made_it() -> None:
     assert s_folded["all_updates_position_rmse_vs_owner_m"] <= 1.05 * s_good["all_updates_position_rmse_vs_owner_m"]
     # ... the reported missile's view counts them as the misses they are
     assert s_folded["all_updates_position_rmse_m"] > 3 * s_good["all_updates_position_rmse_m"]
+    # A report whose label lags (a national track that has just taken the neighbour's returns)
+    # but which lies on the track's owner is the owner's: following it is no error.
+    a_idx = [k for k, (_t, m, _r) in enumerate(reps) if m == a and good.track_ids[k] == track_a][:20]
+    relabelled = [(t, b, r) if k in a_idx else (t, m, r) for k, (t, m, r) in enumerate(reps)]
+    s_relabelled = bf.score(good, relabelled, sim, full=False)
+    assert s_relabelled["updates_on_another_missiles_track"] == s_good["updates_on_another_missiles_track"]
+    assert s_relabelled["all_updates_position_rmse_m"] == s_good["all_updates_position_rmse_m"]

@@ -395,6 +395,21 @@ def _labels(out: Output, reps: list) -> tuple[dict[int, list[str]], dict[int, st
     return labels, metrics.majority_labels(labels)
 
 
+def _described(truth: dict, rep: TrackReport, label: str, owner: str | None) -> str:
+    """The missile a national report describes: its label (the simulator's: the missile most of
+    the national track's measurements so far came from) or, when the fused track it went to is
+    another missile's, that missile if the report lies nearer to it. A national track that has
+    just taken another missile's returns keeps the old label for a while; it is not the fuser's
+    error to follow where the report is."""
+    if owner is None or owner == label or owner not in truth:
+        return label
+    rp = np.array(rep.position_ecef_m)
+    t = rep.time_of_validity_ns
+    d_label = np.linalg.norm(rp - truth[label].state_at(t)[0][0])
+    d_owner = np.linalg.norm(rp - truth[owner].state_at(t)[0][0])
+    return owner if d_owner < d_label else label
+
+
 def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full: bool = True) -> dict[str, Any]:
     truth = sim.truth
     labels, owner = _labels(out, reps)
@@ -409,18 +424,21 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
     kept = [tid for tid in owner if tid not in withdrawn]
     one_each = all(per_missile.get(m, 0) == 1 for m in truth) and len(kept) == len(truth)
 
-    # Each update is scored against the missile whose report made it: the picture's answer
-    # about that missile. (Scored against its track's majority owner instead, a contender that
-    # folds a new missile's first reports into a neighbour's track, its state staying on the
-    # neighbour, looked accurate while it had no picture of the missile reported: see FUSION.md.)
+    # Each update is scored against the missile its report describes: the picture's answer about
+    # that missile. (Scored against its track's majority owner instead, a contender that folds a
+    # new missile's first reports into a neighbour's track, its state staying on the neighbour,
+    # looked accurate while it had no picture of the missile reported: see FUSION.md.)
     fused_err, fused_err6, fused_cov, nation_err = [], [], [], defaultdict(list)
     owner_err = []
+    on_other = 0
     last_state: dict[int, tuple[int, np.ndarray]] = {}
     for k, (_t, mid, rep) in enumerate(reps):
         tid = out.track_ids[k]
         if tid is None or out.states[k] is None:
             continue
         tov = out.tovs[k]
+        mid = _described(truth, rep, mid, owner.get(tid))
+        on_other += owner.get(tid, mid) != mid
         tp, tv = truth[mid].state_at(tov)
         true6 = np.concatenate([tp[0], tv[0]])
         e6 = out.states[k] - true6
@@ -451,9 +469,7 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
         "position_rmse_m": metrics.rmse(np.array(fused_err)) if fused_err else math.nan,
         "all_updates_position_rmse_m": metrics.rmse(np.array(fused_err6)[:, :3]) if fused_err6 else math.nan,
         "all_updates_position_rmse_vs_owner_m": metrics.rmse(np.array(owner_err)) if owner_err else math.nan,
-        "updates_on_another_missiles_track": sum(
-            1 for k, (_t, mid, _r) in enumerate(reps)
-            if out.track_ids[k] is not None and owner.get(out.track_ids[k], mid) != mid),
+        "updates_on_another_missiles_track": on_other,
         "best_single_nation_rmse_m": best_nation,
         "average_nees": float(nees.mean()) if len(nees) else math.nan,
         "gospa_mean_m": float(np.mean(gospa_vals)) if gospa_vals else math.nan,
