@@ -157,7 +157,7 @@ class FusionConfig:
     coast_update_s: float = 2.0
     #: ... but not in the last this-much of the predicted flight: low in the fall, the drag the
     #: prediction leaves out moves the point by kilometres, and IMPACT is due.
-    coast_until_s: float = 20.0
+    coast_until_s: float = 30.0
     #: No update for this long (wall): IMPACT if the missile was near the ground, else TRACK_LOST.
     lost_timeout_ns: int = 20 * _NS
     #: No update for this long (wall): FINAL_ASSESSMENT of an impacted or lost event.
