@@ -46,8 +46,12 @@ RSS_EXTRA_ALLOWED_FRACTION = 0.10
 #: Whether runs pin the server and the load to separate cores unless told (--pin / --no-pin).
 #: Measured interleaved on this 2-core machine (docs/BENCHMARKS.md, "CPU placement"): with other
 #: work running, unpinned relay runs at 1,000 reports/s x100 lost the core to it (p99 median
-#: 98 ms, 2 of 18 fell behind) where pinned ones held 17 ms, the TCP floor unchanged.
-PIN_DEFAULT = True
+#: 98 ms, 2 of 18 fell behind) where pinned ones held 17 ms, the TCP floor unchanged. On the
+#: machine alone (15:49 UTC, 3 repeats each way) pinning made the TCP floor faster (p99 1.99 vs
+#: 2.67 ms) and the relay, held off the second core its sockets' kernel work could use, slower
+#: (8.65 vs 7.44 ms): ratio 4.35 vs 2.65. So the default is the scheduler's placement, as a
+#: machine to itself has it; pin on a shared one.
+PIN_DEFAULT = False
 
 
 def _floats(text: str) -> list[float]:
