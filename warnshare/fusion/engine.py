@@ -435,7 +435,8 @@ class FusionEngine:
 
     def _coast(self, event: _Event, t_ns: int, now_ns: int, out: list[Alert]) -> None:
         """TRACK_COAST: a silent ballistic event's state predicted to track time ``t_ns``, once
-        per ``coast_update_s``, until its predicted fall. The event's own state is unchanged:
+        per ``coast_update_s``, until ``coast_until_s`` before its predicted fall (and never for
+        an event with no impact prediction yet). The event's own state is unchanged:
         the next report is fused with the members, not with this prediction."""
         gp = event.impact
         if event.x is None or event.boosting or gp is None or t_ns >= gp.time_ns:
