@@ -25,14 +25,12 @@ from pathlib import Path
 from warnshare.auth import init_keys
 from warnshare.envdefaults import env_float, env_str
 from warnshare.latency import HOPS, percentile
-from warnshare.protocol import NATIONS, AlertKind
+from warnshare.protocol import NATIONS, PICTURE_KINDS, AlertKind
 from warnshare.subscriber import AlertSubscriber, ReceivedAlert, format_alert
 
 DEFAULT_SCENARIO = "hwasong17-2022-11-18"
 #: Wall-clock seconds the default speed aims to fit the scenario into.
 TARGET_WALL_S = 40.0
-#: The running picture, printed only with ``--updates``.
-_PICTURE = (AlertKind.TRACK_UPDATE, AlertKind.TRACK_COAST)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,7 +190,7 @@ async def _listen(
             events.add(a.event_id)
             if a.kind == AlertKind.FINAL_ASSESSMENT:
                 final_events.add(a.event_id)
-            if args.updates or a.kind not in _PICTURE:
+            if args.updates or a.kind not in PICTURE_KINDS:
                 if args.json:
                     from warnshare.subscriber import alert_json
 
@@ -233,7 +231,7 @@ def _summarise(received: list[ReceivedAlert], node_status: dict[str, int], scena
     )
     for event_id, e in sorted(by_event.items()):
         kinds = ", ".join(
-            k.value for k in AlertKind if k in e["kinds"] and k not in _PICTURE
+            k.value for k in AlertKind if k in e["kinds"] and k not in PICTURE_KINDS
         )
         print(f"  event {event_id}: seen by {'+'.join(sorted(e['nations']))}: {kinds}")
     print()

@@ -74,9 +74,10 @@ class AlertKind(StrEnum):
     FINAL_ASSESSMENT = "FINAL_ASSESSMENT"
 
 
-#: Alerts a slow subscriber must never lose (only the running picture, TRACK_UPDATE and
-#: TRACK_COAST, may be conflated).
-CRITICAL_KINDS = frozenset(AlertKind) - {AlertKind.TRACK_UPDATE, AlertKind.TRACK_COAST}
+#: The running picture: alerts that a newer one of the same event supersedes.
+PICTURE_KINDS = frozenset({AlertKind.TRACK_UPDATE, AlertKind.TRACK_COAST})
+#: Alerts a slow subscriber must never lose (only the running picture may be conflated).
+CRITICAL_KINDS = frozenset(AlertKind) - PICTURE_KINDS
 
 
 class ImpactArea(StrEnum):

@@ -26,6 +26,7 @@ from warnshare.envdefaults import env_str
 from warnshare.latency import ClockOffsetEstimator, hop_latencies_ns
 from warnshare.protocol import (
     ALERTS_PATH,
+    PICTURE_KINDS,
     Alert,
     AlertBatch,
     ErrorMessage,
@@ -247,7 +248,7 @@ async def _main(args: argparse.Namespace) -> int:
     async def consume() -> None:
         nonlocal n
         async for item in sub.alerts():
-            if args.no_updates and item.alert.kind.value in ("TRACK_UPDATE", "TRACK_COAST"):
+            if args.no_updates and item.alert.kind in PICTURE_KINDS:
                 continue
             print(alert_json(item) if args.json else format_alert(item), flush=True)
             n += 1

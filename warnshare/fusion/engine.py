@@ -27,6 +27,7 @@ from warnshare.fusion.impact import (
 from warnshare.geo import great_circle_distance_m
 from warnshare.protocol import (
     NATIONS,
+    PICTURE_KINDS,
     Alert,
     AlertKind,
     Assessment,
@@ -50,8 +51,6 @@ _NO_PREDICTION = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 #: the latest phase any live member reports wins
 _PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
 _set = object.__setattr__
-#: alerts of the running picture (an impact estimate only once one is made)
-_PICTURE_KINDS = (AlertKind.TRACK_UPDATE, AlertKind.TRACK_COAST)
 
 
 _new = object.__new__
@@ -77,6 +76,31 @@ def _model(cls, fields: dict):
 def _construct(cls, **fields):
     """``_model`` with the fields as keywords."""
     return _model(cls, fields)
+
+
+def _fused_state(t_ns: int, xl: list[float], cov: list[float], quality: int,
+                 phase: FlightPhase | None = None) -> FusedState:
+    """The FusedState of ECEF state ``xl`` (6 floats) valid at ``t_ns``, its covariance's upper
+    triangle ``cov``; ``phase`` None: from the geometry (descending below 100 km is the
+    terminal phase, else midcourse)."""
+    px, py, pz, vx, vy, vz = xl
+    lat, lon, alt = dynamics.geodetic(px, py, pz)
+    if phase is None:
+        up = px * vx + py * vy + pz * vz
+        phase = FlightPhase.TERMINAL if up < 0.0 and alt < 100_000.0 else FlightPhase.MIDCOURSE
+    return _construct(
+        FusedState,
+        time_of_validity_ns=t_ns,
+        position_ecef_m=xl[:3],
+        velocity_ecef_mps=xl[3:],
+        covariance=cov,
+        lat_deg=lat,
+        lon_deg=lon,
+        alt_m=alt,
+        speed_mps=math.sqrt(vx**2 + vy**2 + vz**2),
+        flight_phase=phase,
+        track_quality=quality,
+    )
 
 
 def _r_dot_v(x) -> float:
@@ -451,22 +475,8 @@ class FusionEngine:
         event.coast_tov_ns = t_ns
         x = dynamics.predict_state(event.x.tolist(), dt)
         p = dynamics.predict_covariance(event.p, dt, self._q(False, event.x))
-        px, py, pz, vx, vy, vz = x
-        lat, lon, alt = dynamics.geodetic(px, py, pz)
-        falling = px * vx + py * vy + pz * vz < 0.0
-        state = _construct(
-            FusedState,
-            time_of_validity_ns=t_ns,
-            position_ecef_m=list(x[:3]),
-            velocity_ecef_mps=list(x[3:]),
-            covariance=p.take(_IU_FLAT).tolist(),
-            lat_deg=lat,
-            lon_deg=lon,
-            alt_m=alt,
-            speed_mps=math.sqrt(vx**2 + vy**2 + vz**2),
-            flight_phase=FlightPhase.TERMINAL if falling and alt < 100_000.0 else FlightPhase.MIDCOURSE,
-            track_quality=0,
-        )
+        state = _fused_state(t_ns, x, p.take(_IU_FLAT).tolist(), 0)
+        lat, lon, alt = state.lat_deg, state.lon_deg, state.alt_m
         text = (f"TRACK_COAST event {event.event_id}: predicted {_latlon(lat, lon)} alt {alt / 1000:.0f} km, "
                 f"no report for {(t_ns - event.tov_ns) / _NS:.0f} s (last {event.nations_text})")
         out.append(self._alert(event, AlertKind.TRACK_COAST, now_ns, event.last_hops, text,
@@ -925,32 +935,16 @@ class FusionEngine:
         event.quality = quality
         event.phase_declared = rank >= 0
         event.boosting = boosting
-        px, py, pz, vx, vy, vz = xl
-        lat, lon, alt = dynamics.geodetic(px, py, pz)
+        # no member says (rank < 0): the phase from the geometry
+        state = event.state = _fused_state(
+            t_ns, xl, cov, quality, FlightPhase.BOOST if boosting else None if rank < 0 else phase
+        )
+        event.phase = state.flight_phase
+        alt = state.alt_m
         if alt > event.max_alt_m:
             event.max_alt_m = alt
         if alt > _EXO_ALT_M and not boosting:
-            event.orbit_apogee_m = dynamics.kepler_apogee_alt(xl, lat)
-        if boosting:
-            phase = FlightPhase.BOOST
-        elif rank < 0:
-            # no member says: descending below 100 km is the terminal phase
-            up = px * vx + py * vy + pz * vz
-            phase = FlightPhase.TERMINAL if up < 0.0 and alt < 100_000.0 else FlightPhase.MIDCOURSE
-        event.phase = phase
-        event.state = _construct(
-            FusedState,
-            time_of_validity_ns=t_ns,
-            position_ecef_m=xl[:3],
-            velocity_ecef_mps=xl[3:],
-            covariance=cov,
-            lat_deg=lat,
-            lon_deg=lon,
-            alt_m=alt,
-            speed_mps=math.sqrt(vx**2 + vy**2 + vz**2),
-            flight_phase=phase,
-            track_quality=quality,
-        )
+            event.orbit_apogee_m = dynamics.kepler_apogee_alt(xl, state.lat_deg)
 
     def _estimate_launch(self, event: _Event) -> None:
         """Launch point and time: from boost-phase states (lowest one wins), else national estimates,
@@ -1140,7 +1134,7 @@ class FusionEngine:
             clock_offset_ns=offset,
             clock_rtt_ns=rtt,
         )
-        lifecycle = kind not in _PICTURE_KINDS
+        lifecycle = kind not in PICTURE_KINDS  # the picture carries an impact only once made
         return _construct(
             Alert,
             type="alert",
