@@ -438,11 +438,12 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
             continue
         tov = out.tovs[k]
         mid = _described(truth, rep, mid, owner.get(tid))
-        on_other += owner.get(tid, mid) != mid
+        other = owner.get(tid, mid) != mid
+        on_other += other
         tp, tv = truth[mid].state_at(tov)
         true6 = np.concatenate([tp[0], tv[0]])
         e6 = out.states[k] - true6
-        if owner.get(tid, mid) != mid and owner[tid] in truth:
+        if other and owner[tid] in truth:
             owner_err.append(out.states[k][:3] - truth[owner[tid]].state_at(tov)[0][0])
         else:
             owner_err.append(e6[:3])
@@ -456,11 +457,12 @@ def score(out: Output, reps: list[tuple[int, str, TrackReport]], sim: Any, full:
     nees = metrics.nees(np.array(fused_err6), np.array(fused_cov)) if fused_err6 else np.array([])
     best_nation = min((metrics.rmse(v) for v in nation_err.values()), default=math.nan)
     gospa_vals, siap_alive, siap_assoc = gospa_series(out, reps, sim, owner) if full else ([], [], [])
+    med_us, mean_us, total_us = speed_us(out)
     res = {
         "reports": len(reps),
-        "median_update_us": float(np.median([t for t in out.times_ns if t > 0]) / 1000.0),
-        "mean_update_us": float(np.mean([t for t in out.times_ns if t > 0]) / 1000.0),
-        "total_cpu_per_report_us": float((sum(out.times_ns) + out.tick_ns) / max(1, len(reps)) / 1000.0),
+        "median_update_us": med_us,
+        "mean_update_us": mean_us,
+        "total_cpu_per_report_us": total_us,
         "fused_tracks": len(kept),
         "duplicates_withdrawn": len(withdrawn),
         "missiles": len(truth),
