@@ -271,6 +271,23 @@ def run_stonesoup(reps: list[tuple[int, str, TrackReport]], chernoff: bool) -> O
     return out
 
 
+def run_sequential(reps: list[tuple[int, str, TrackReport]], engine_out: Output,
+                   config: FusionConfig | None = None) -> Output:
+    """The sequential independent fuser (``naive.sequential_fuse``) on the engine's own
+    association: report ``k`` goes to the event the engine's run ``engine_out`` put it in
+    (skipped where the engine made no update), so that only the fusion rule differs. Its
+    ``n_nations`` are the engine's, so that "two or more nations" scores the same updates.
+    Not timed (``times_ns`` 0): it is here to show a failure, not to race."""
+    from warnshare.bench.naive import sequential_fuse
+
+    if len(engine_out.track_ids) != len(reps):
+        raise ValueError("the engine's output does not line up with the reports")
+    states, covs, tovs = sequential_fuse([r for _t, _m, r in reps], engine_out.track_ids, config)
+    return Output("sequential", list(engine_out.track_ids), states, covs,
+                  [n if s is not None else 0 for n, s in zip(engine_out.n_nations, states, strict=True)],
+                  [0] * len(reps), tovs)
+
+
 # ------------------------------------------------------------------ timing
 
 
@@ -681,6 +698,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         nees_runs = [r["average_nees"] for r in runs]
         nees_naive = [r["average_nees_independent"] for r in runs if not math.isnan(r["average_nees_independent"])]
+        nees_seq = [r["average_nees_sequential"] for r in runs if not math.isnan(r["average_nees_sequential"])]
         lo, hi = metrics.nees_bounds(len(nees_runs))
         all_impacts += [p for r in runs for p in r["impact_points"]]
         mc[sname] = {
@@ -699,6 +717,8 @@ def run(args: argparse.Namespace) -> int:
                                                     for v in nees_runs]),
             "average_nees_independent": float(np.mean(nees_naive)) if nees_naive else math.nan,
             "nees_bounds_95_independent": list(metrics.nees_bounds(len(nees_naive))) if nees_naive else [],
+            "average_nees_sequential": float(np.mean(nees_seq)) if nees_seq else math.nan,
+            "nees_bounds_95_sequential": list(metrics.nees_bounds(len(nees_seq))) if nees_seq else [],
             "nees_bounds_95": [lo, hi],
         }
         print(f"\n{sname}: Monte-Carlo over {len(runs)} seeds")
@@ -733,15 +753,21 @@ def run(args: argparse.Namespace) -> int:
 
 def table_rows(reps: list, sim: Any, k_runs: int, stonesoup: bool) -> tuple[dict[str, Any], Output]:
     """The seed-0 table: every contender timed ``k_runs`` times (``timed_runs``), its quality
-    scored on its first run, its speed the best of the runs; and the engine's first output
+    scored on its first run, its speed the best of the runs; the sequential independent fuser
+    on the engine's first run's association (scored, not timed); and the engine's first output
     (for the lifecycle scores)."""
     timed = timed_runs(reps, runners(stonesoup), k_runs, sim)
     rows = {name: score(t.first, reps, sim) | speed_fields(t) for name, t in timed.items()}
+    # the sequential independent fuser on the engine's association: quality only, no timing
+    seq = score(run_sequential(reps, timed["warnshare"].first), reps, sim)
+    rows["warnshare-sequential"] = seq | {k: math.nan for k in ("median_update_us", "mean_update_us",
+                                                                "total_cpu_per_report_us")}
     return rows, timed["warnshare"].first
 
 
 def _seed_run(sc: Any, seed: int) -> dict[str, Any]:
-    """One Monte-Carlo run: re-simulate with ``seed``, run the engine and the naive fuser, score."""
+    """One Monte-Carlo run: re-simulate with ``seed``, run the engine and the naive fusers
+    (memoryless and sequential, both assuming independence), score."""
     from sims import simulate
 
     sim = simulate(sc, seed=seed)
@@ -752,6 +778,8 @@ def _seed_run(sc: Any, seed: int) -> dict[str, Any]:
     # the naive fuser only on the first seeds: it is there to show a failure, not to be measured
     naive = (score(run_engine(reps, FusionConfig(fusion_rule="independent")), reps, sim, full=False)
              if seed <= NAIVE_SEEDS else {"average_nees": math.nan})
+    sequential = (score(run_sequential(reps, o), reps, sim, full=False)
+                  if seed <= NAIVE_SEEDS else {"average_nees": math.nan})
     return {
         "impact_points": life["impact_points"],
         "coverage_first": life["coverage_first"],
@@ -763,6 +791,7 @@ def _seed_run(sc: Any, seed: int) -> dict[str, Any]:
         "average_nees": s["average_nees"],
         "rmse_ratio_vs_best_nation": s["rmse_ratio_vs_best_nation"],
         "average_nees_independent": naive["average_nees"],
+        "average_nees_sequential": sequential["average_nees"],
     }
 
 
@@ -851,6 +880,15 @@ def must_show(s: dict) -> dict[str, Any]:
         out[f"{sname}.fused_rmse_ratio_vs_best_nation_mc_mean"] = m["fused_rmse_ratio_vs_best_nation_mean"]
         out[f"{sname}.median_run_nees"] = m["median_run_nees"]
         out[f"{sname}.average_nees_independent"] = m["average_nees_independent"]
+        out[f"{sname}.nees_bounds_95_independent"] = m["nees_bounds_95_independent"]
+        out[f"{sname}.average_nees_sequential"] = m["average_nees_sequential"]
+        out[f"{sname}.nees_bounds_95_sequential"] = m["nees_bounds_95_sequential"]
+        # the must-show's second half: a fuser that assumes independence fails the band
+        # (outside it); the textbook one is the sequential fuser, the memoryless one beside it
+        out[f"{sname}.sequential_independent_fails_nees_band"] = _outside(
+            m["average_nees_sequential"], m["nees_bounds_95_sequential"])
+        out[f"{sname}.memoryless_independent_fails_nees_band"] = _outside(
+            m["average_nees_independent"], m["nees_bounds_95_independent"])
         out[f"{sname}.nees_bounds_95"] = m["nees_bounds_95"]
         out[f"{sname}.ellipse_coverage_first_prediction"] = m["ellipse_coverage_first_prediction"]
         out[f"{sname}.ellipse_coverage_all_predictions"] = m["ellipse_coverage_all_predictions"]
@@ -884,6 +922,8 @@ def print_table(name: str, rows: dict, sc: dict) -> None:
         for k, _h, f in cols:
             v = r.get(k)
             try:
+                if isinstance(v, float) and math.isnan(v):
+                    raise ValueError("no figure")
                 cells.append(f"{f.format(v):>9s}")
             except (TypeError, ValueError):
                 cells.append(f"{'-':>9s}")
@@ -891,8 +931,13 @@ def print_table(name: str, rows: dict, sc: dict) -> None:
     r0 = next(iter(rows.values()))
     print("RMSE m: every update against the missile whose report made it; RMSE own: against its track's "
           "majority owner; on other: updates that went to another missile's track")
+    if "warnshare-sequential" in rows:
+        print("warnshare-sequential: a Kalman filter per event taking every national report as an independent "
+              "measurement, on the engine's association (not timed)")
     print(f"time per update: best of {r0.get('timing_runs', 1)} interleaved runs after a warm-up; each run's median (us):")
     for rname, r in rows.items():
+        if "median_update_us_runs" not in r:
+            continue  # not timed (the sequential fuser)
         runs = " ".join(f"{v:.1f}" for v in r.get("median_update_us_runs", []))
         diff = r.get("runs_with_different_output", 0)
         note = f"; {diff} run(s) with a different output: {r['different_runs']}" if diff else ""
@@ -919,6 +964,13 @@ def plot(curve: list, path: str) -> None:
     ax.set_title("Predicted impact error against time since launch")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _outside(value: float, bounds: list) -> bool | None:
+    """Whether ``value`` lies outside ``[lo, hi]`` (None when there is no figure)."""
+    if not bounds or math.isnan(value):
+        return None
+    return not bounds[0] <= value <= bounds[1]
 
 
 def _frac(v: list) -> float:
