@@ -3,7 +3,10 @@
 Same scenarios (sims: the 8-SRBM salvo of 2022-06-05 and a 20-missile salvo built from it),
 same national track reports, same metrics. Anchors: Stone Soup's EKF with a Mahalanobis
 ``DistanceHypothesiser`` and ``GNNWith2DAssignment`` (national tracks as Gaussian detections,
-independence assumed) and the same tracker with its CI ``ChernoffUpdater``. Speed is the time
+independence assumed) and the same tracker with its CI ``ChernoffUpdater``. Beside them, two
+fusers that assume the nations' errors independent, there to fail the NEES band: the engine
+with ``fusion_rule="independent"`` (memoryless) and a sequential Kalman filter on the engine's
+association (``naive``; scored, not timed). Speed is the time
 per fused track update (per national report), measured in this process for every contender the
 same way: a warm-up pass, then ``--timing-runs`` interleaved runs on the same reports, the best
 run's median reported (noise on a shared machine only adds time) and every run's kept; quality
