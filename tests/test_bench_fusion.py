@@ -18,6 +18,9 @@ def test_monte_carlo_runs_are_the_same_serial_and_in_a_process_pool() -> None:
         assert a["coverage_all"] and a["coverage_all"] == b["coverage_all"]
         assert a["impact_points"] == b["impact_points"]
         assert a["average_nees"] == b["average_nees"] and math.isfinite(a["average_nees"])
+        # both fusers that assume independence run on these first seeds, alike in any pool
+        for k in ("average_nees_independent", "average_nees_sequential"):
+            assert a[k] == b[k] and math.isfinite(a[k])
         # each run scores fused RMSE against the best nation's, as the seed-0 table does
         assert a["rmse_ratio_vs_best_nation"] == b["rmse_ratio_vs_best_nation"]
         assert 0.0 < a["rmse_ratio_vs_best_nation"] < 2.0

@@ -46,7 +46,8 @@ GOSPA_C_M = 10_000.0
 #: A track counts as held this long after its last update (the engine's lost time-out).
 COAST_NS = 20 * NS
 SALVO8 = "srbm-salvo-2022-06-05"
-#: Monte-Carlo seeds on which the naive (independence-assuming) fuser also runs.
+#: Monte-Carlo seeds on which the memoryless naive (independence-assuming) fuser also runs (the
+#: sequential one, cheap, runs on every seed; its NAIVE_SEEDS average is reported beside).
 NAIVE_SEEDS = 10
 #: Reports in the untimed warm-up pass each contender makes before its timed runs: enough to go
 #: through every code path once (imports, lazy caches, first impact predictions).
@@ -701,7 +702,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         nees_runs = [r["average_nees"] for r in runs]
         nees_naive = [r["average_nees_independent"] for r in runs if not math.isnan(r["average_nees_independent"])]
-        nees_seq = [r["average_nees_sequential"] for r in runs if not math.isnan(r["average_nees_sequential"])]
+        # runs are in seed order: the first NAIVE_SEEDS are the memoryless fuser's seeds
+        nees_seq_all = [r["average_nees_sequential"] for r in runs]
+        nees_seq = nees_seq_all[:NAIVE_SEEDS]
         lo, hi = metrics.nees_bounds(len(nees_runs))
         all_impacts += [p for r in runs for p in r["impact_points"]]
         mc[sname] = {
@@ -722,6 +725,7 @@ def run(args: argparse.Namespace) -> int:
             "nees_bounds_95_independent": list(metrics.nees_bounds(len(nees_naive))) if nees_naive else [],
             "average_nees_sequential": float(np.mean(nees_seq)) if nees_seq else math.nan,
             "nees_bounds_95_sequential": list(metrics.nees_bounds(len(nees_seq))) if nees_seq else [],
+            "average_nees_sequential_all_runs": float(np.mean(nees_seq_all)),
             "nees_bounds_95": [lo, hi],
         }
         print(f"\n{sname}: Monte-Carlo over {len(runs)} seeds")
@@ -770,7 +774,8 @@ def table_rows(reps: list, sim: Any, k_runs: int, stonesoup: bool) -> tuple[dict
 
 def _seed_run(sc: Any, seed: int) -> dict[str, Any]:
     """One Monte-Carlo run: re-simulate with ``seed``, run the engine and the naive fusers
-    (memoryless and sequential, both assuming independence), score."""
+    (memoryless, on the first ``NAIVE_SEEDS`` seeds, and sequential, on every seed; both
+    assume independence), score."""
     from sims import simulate
 
     sim = simulate(sc, seed=seed)
@@ -781,8 +786,9 @@ def _seed_run(sc: Any, seed: int) -> dict[str, Any]:
     # the naive fuser only on the first seeds: it is there to show a failure, not to be measured
     naive = (score(run_engine(reps, FusionConfig(fusion_rule="independent")), reps, sim, full=False)
              if seed <= NAIVE_SEEDS else {"average_nees": math.nan})
-    sequential = (score(run_sequential(reps, o), reps, sim, full=False)
-                  if seed <= NAIVE_SEEDS else {"average_nees": math.nan})
+    # the sequential one costs a tenth of an engine run (it reuses the engine's association), so
+    # it runs on every seed and can face the engine's own band (the average over all runs)
+    sequential = score(run_sequential(reps, o), reps, sim, full=False)
     return {
         "impact_points": life["impact_points"],
         "coverage_first": life["coverage_first"],
@@ -892,6 +898,10 @@ def must_show(s: dict) -> dict[str, Any]:
             m["average_nees_sequential"], m["nees_bounds_95_sequential"])
         out[f"{sname}.memoryless_independent_fails_nees_band"] = _outside(
             m["average_nees_independent"], m["nees_bounds_95_independent"])
+        # and over every run, against the band the engine faces (nees_bounds_95)
+        out[f"{sname}.average_nees_sequential_all_runs"] = m["average_nees_sequential_all_runs"]
+        out[f"{sname}.sequential_independent_fails_nees_band_all_runs"] = _outside(
+            m["average_nees_sequential_all_runs"], m["nees_bounds_95"])
         out[f"{sname}.nees_bounds_95"] = m["nees_bounds_95"]
         out[f"{sname}.ellipse_coverage_first_prediction"] = m["ellipse_coverage_first_prediction"]
         out[f"{sname}.ellipse_coverage_all_predictions"] = m["ellipse_coverage_all_predictions"]
