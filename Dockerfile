@@ -45,9 +45,13 @@ COPY --from=build /opt/warnshare /opt/warnshare
 # reachable from is decided by the port publishing (127.0.0.1 only in docker-compose.yml).
 ENV PATH=/opt/warnshare/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    WARNSHARE_HOST=0.0.0.0 WARNSHARE_PORT=8000
+    WARNSHARE_HOST=0.0.0.0 WARNSHARE_PORT=8000 \
+    NUMBA_CACHE_DIR=/var/lib/warnshare/numba-cache
 USER warnshare
 WORKDIR /var/lib/warnshare
+# The fusion engine's compiled kernel, built once here (in the service user's own cache, which
+# numba needs writable) rather than for seconds at every relay start.
+RUN python3 -c "from warnshare.fusion import kernel; kernel.warm()"
 EXPOSE 8000
 # The relay's readiness (the default command). Nodes and the alert logger run from the same
 # image and serve nothing, so docker-compose.yml disables the check for them. Python rather

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from warnshare import regions
-from warnshare.fusion import association, ci, dynamics
+from warnshare.fusion import association, ci, dynamics, kernel
 from warnshare.fusion.impact import (
     GroundPoint,
     launch_from_ballistic,
@@ -46,8 +46,6 @@ _NS = 1_000_000_000
 _IU = np.triu_indices(6)
 #: flat indices of the upper triangle, row by row (the wire's covariance order)
 _IU_FLAT = np.ravel_multi_index(_IU, (6, 6))
-#: basis coefficients of a member valid at the fused time (``dynamics.basis_coefficients(0)``)
-_NO_PREDICTION = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 #: the latest phase any live member reports wins
 _PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
 _set = object.__setattr__
@@ -79,12 +77,12 @@ def _construct(cls, **fields):
 
 
 def _fused_state(t_ns: int, xl: list[float], cov: list[float], quality: int,
-                 phase: FlightPhase | None = None) -> FusedState:
+                 phase: FlightPhase | None = None, geo: list[float] | None = None) -> FusedState:
     """The FusedState of ECEF state ``xl`` (6 floats) valid at ``t_ns``, its covariance's upper
     triangle ``cov``; ``phase`` None: from the geometry (descending below 100 km is the
-    terminal phase, else midcourse)."""
+    terminal phase, else midcourse); ``geo`` its (lat_deg, lon_deg, alt_m) if known."""
     px, py, pz, vx, vy, vz = xl
-    lat, lon, alt = dynamics.geodetic(px, py, pz)
+    lat, lon, alt = dynamics.geodetic(px, py, pz) if geo is None else geo
     if phase is None:
         up = px * vx + py * vy + pz * vz
         phase = FlightPhase.TERMINAL if up < 0.0 and alt < 100_000.0 else FlightPhase.MIDCOURSE
@@ -101,6 +99,12 @@ def _fused_state(t_ns: int, xl: list[float], cov: list[float], quality: int,
         flight_phase=phase,
         track_quality=quality,
     )
+
+
+def _result_row(x: NDArray, p: NDArray) -> NDArray:
+    """A fused state and covariance in the kernel's output layout (``kernel.OUT_WIDTH``)."""
+    p = 0.5 * (p + p.T)
+    return np.concatenate([x, p.take(_IU_FLAT), dynamics.geodetic(*x[:3].tolist()), p.reshape(-1)])
 
 
 def _r_dot_v(x) -> float:
@@ -306,6 +310,7 @@ class FusionEngine:
     def __init__(self, config: FusionConfig | None = None) -> None:
         self.config = config or FusionConfig()
         c = self.config
+        kernel.warm()  # compiled (or loaded from the disk cache) now, not at the first report
         self._gate_bias = association.bias_covariance(c.bias_pos_sigma_m, c.bias_vel_sigma_mps)
         self._members: dict[tuple[Nation, int], _Member] = {}
         self._events: dict[int, _Event] = {}
@@ -836,9 +841,9 @@ class FusionEngine:
     def _update_event(self, event: _Event, t_ns: int, hops: tuple, received_ns: int) -> None:
         """Fuse the event's live members at time ``t_ns`` (the newest report's time of validity).
 
-        The per-report hot path: one pass over the members in Python (state prediction and
-        the bookkeeping), then a fixed handful of numpy calls whatever the number of members
-        (covariance prediction from each member's basis, CI)."""
+        The per-report hot path: one pass over the members in Python (the bookkeeping and the
+        kernel's input row), then one compiled call (``kernel.fuse_members``: prediction, CI,
+        geodetic position) whatever the number of members; two more when CI weights are due."""
         members = event.members.values()
         for m in members:
             if m.tov_ns > t_ns:
@@ -856,13 +861,12 @@ class FusionEngine:
             cached = event.weights.get(key)
             if cached is not None and t_ns - cached[1] < self._reweight_ns:
                 scales = cached[2]
-        # numbers for one np.array call: per member used, its six prediction coefficients,
-        # then its covariance's numbers, then its state predicted to t_ns
-        coefs: list[float] = []
-        numbers: list[float] = []
-        states: list[float] = []
-        used, rel_key = [], []
+        # one row for the compiled kernel: per member used, its time step, its scale (the
+        # inverse of its CI weight), its state and its covariance's numbers
+        row: list[float] = []
+        used_n = 0
         quality, boosting, rank, phase = 0, False, -1, FlightPhase.UNKNOWN
+        rel_key = []
         for i, m in enumerate(live):
             rel_key.append((m.nation, m.releasable))
             if m.quality > quality:
@@ -874,50 +878,43 @@ class FusionEngine:
             sc = 1.0 if scales is None else scales[i]
             if not sc:
                 continue
-            d = t_ns - m.tov_ns
-            if d:
-                dt = d / _NS
-                coefs += dynamics.basis_coefficients(dt, sc)
-                states += dynamics.predict_state(m.x, dt)
+            row.append((t_ns - m.tov_ns) / _NS)
+            row.append(sc)
+            row += m.x
+            row += m.numbers
+            used_n += 1
+        flat = np.array(row)
+        if not ci_rule or scales is not None:
+            # one member, the independent rule, or CI with this member set's recent weights
+            res = kernel.fuse_members(flat, used_n)
+        elif self.config.fusion_rule == "ici":
+            xs, ps = kernel.predict_members(flat, n)
+            # pair weights and order (most certain first), re-optimised like CI's weights
+            ikey = ("ici", *key)
+            cached = event.weights.get(ikey)
+            if cached is not None and t_ns - cached[1] < self._reweight_ns:
+                x, p, _ = ci.inverse_ci(xs[cached[2]], ps[cached[2]], cached[0])
             else:
-                coefs += _NO_PREDICTION if sc == 1.0 else (sc, 0.0, 0.0, 0.0, 0.0, 0.0)
-                states += m.x
-            numbers += m.numbers
-            used.append(m)
-        if n == 1 and live[0].tov_ns == t_ns:
-            x, p = np.array(states), _cov(live[0])
+                order = np.argsort(ps[:, _POS_DIAG, _POS_DIAG].sum(axis=1))
+                x, p, w = ci.inverse_ci(xs[order], ps[order])
+                event.weights[ikey] = (w, t_ns, order)
+            res = _result_row(x, p)
         else:
-            used_n = len(used)
-            flat = np.array(coefs + numbers + states)
-            k = 6 * used_n
-            ps = dynamics.predicted_covariances(flat[:k], flat[k : 28 * used_n])
-            xs = flat[28 * used_n :]
-            if n == 1:
-                x, p = xs, ps[0]
-            elif not ci_rule:
-                x, p = ci.fuse_independent(xs.reshape(n, 6), ps)
-            elif self.config.fusion_rule == "ici":
-                # pair weights and order (most certain first), re-optimised like CI's weights
-                ikey = ("ici", *key)
-                cached = event.weights.get(ikey)
-                if cached is not None and t_ns - cached[1] < self._reweight_ns:
-                    x, p, _ = ci.inverse_ci(xs.reshape(n, 6)[cached[2]], ps[cached[2]], cached[0])
-                else:
-                    order = np.argsort(ps[:, _POS_DIAG, _POS_DIAG].sum(axis=1))
-                    x, p, w = ci.inverse_ci(xs.reshape(n, 6)[order], ps[order])
-                    event.weights[ikey] = (w, t_ns, order)
-            elif scales is not None:
-                x, p = ci.fuse_scaled(ci.inv_unchecked(ps), xs)
-            else:
-                infos = ci.inv_unchecked(ps)
-                w = ci.optimal_weights(infos, self.config.ci_criterion)
-                event.weights[key] = (w, t_ns, [1.0 / v if v > 0.0 else 0.0 for v in w.tolist()])
-                x, p = ci.fuse_weighted(infos, w, xs * np.repeat(w, 6))
-        xl = x.tolist()
-        cov = p.take(_IU_FLAT).tolist()
-        if not math.isfinite(sum(cov) + sum(xl)):
+            # CI weights due: optimised on the predicted covariances, then fused with them
+            _, ps = kernel.predict_members(flat, n)
+            w = ci.optimal_weights(ci.inv_unchecked(ps), self.config.ci_criterion)
+            sc = [1.0 / v if v > 0.0 else 0.0 for v in w.tolist()]
+            event.weights[key] = (w, t_ns, sc)
+            kept = [k for k in range(n) if sc[k]]
+            block = flat.reshape(n, kernel.MEMBER_WIDTH)[kept]
+            block[:, 1] = [sc[k] for k in kept]
+            res = kernel.fuse_members(block.reshape(-1), len(kept))
+        out = res.tolist()
+        if not math.isfinite(sum(out)):
             # a singular covariance: the event keeps its last state
             raise np.linalg.LinAlgError("singular covariance in fusion")
+        xl, cov = out[:6], out[6:27]
+        x, p = res[:6], res[30:].reshape(6, 6)
         event.x, event.p, event.tov_ns = x, p, t_ns
         event.last_received_ns = received_ns
         event.last_hops = hops
@@ -937,7 +934,7 @@ class FusionEngine:
         event.boosting = boosting
         # no member says (rank < 0): the phase from the geometry
         state = event.state = _fused_state(
-            t_ns, xl, cov, quality, FlightPhase.BOOST if boosting else None if rank < 0 else phase
+            t_ns, xl, cov, quality, FlightPhase.BOOST if boosting else None if rank < 0 else phase, out[27:30]
         )
         event.phase = state.flight_phase
         alt = state.alt_m

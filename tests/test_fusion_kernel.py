@@ -1,0 +1,61 @@
+"""The compiled per-report kernel against the numpy arithmetic it replaces."""
+
+import math
+
+import numpy as np
+import pytest
+
+from warnshare.fusion import ci, dynamics, kernel
+
+
+def _member(rng: np.random.Generator, dt: float, scale: float) -> tuple[list[float], np.ndarray, list[float]]:
+    """A kernel input block (dt, scale, state, upper triangle, q), its covariance and its state."""
+    r = dynamics.WGS84_A + rng.uniform(50e3, 900e3)
+    u = rng.normal(size=3)
+    x = [*(r * u / np.linalg.norm(u)), *rng.normal(0.0, 2000.0, 3)]
+    a = rng.normal(size=(6, 6)) * np.array([300.0] * 3 + [20.0] * 3)
+    p = a @ a.T + np.diag([1e3] * 3 + [1.0] * 3)
+    upper = p[np.triu_indices(6)].tolist()
+    q = float(rng.choice([4.0, 900.0, 2500.0]))
+    return [dt, scale, *x, *upper, q], p, x
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fused_row_matches_numpy_prediction_and_ci(n: int) -> None:
+    rng = np.random.default_rng(7 + n)
+    for trial in range(40):
+        dts = rng.choice([0.0, 0.3, -1.5, 4.0, 9.0, -17.0], size=n)
+        w = rng.dirichlet(np.ones(n)) if n > 1 else np.ones(1)
+        blocks = [_member(rng, float(dt), 1.0 / float(wi)) for dt, wi in zip(dts, w, strict=True)]
+        row = np.array([v for b in blocks for v in b[0]])
+        got = kernel.fuse_members(row, n)
+        # the numpy path: each state flown, each covariance predicted and divided by its weight
+        xs = np.array([dynamics.predict_state(b[2], float(dt)) for b, dt in zip(blocks, dts, strict=True)])
+        coefs = np.array([dynamics.basis_coefficients(float(dt), 1.0 / float(wi)) for dt, wi in zip(dts, w, strict=True)])
+        numbers = np.array([b[0][8:] for b in blocks])
+        ps = dynamics.predicted_covariances(coefs, numbers)
+        if n == 1:
+            x, p = xs[0], ps[0]
+        else:
+            x, p = ci.fuse_scaled(ci.inv_unchecked(ps), xs.reshape(-1))
+        p = 0.5 * (p + p.T)
+        assert np.allclose(got[:6], x, rtol=1e-9, atol=1e-6), trial
+        assert np.allclose(got[30:].reshape(6, 6), p, rtol=1e-7, atol=1e-9 * np.abs(p).max()), trial
+        assert np.array_equal(got[6:27], got[30:].reshape(6, 6)[np.triu_indices(6)])
+        assert np.allclose(got[27:30], dynamics.geodetic(*got[:3].tolist()), rtol=1e-12, atol=1e-6)
+
+
+def test_predicted_members_match_the_long_span_integration() -> None:
+    rng = np.random.default_rng(3)
+    block, _, x = _member(rng, 95.0, 1.0)
+    xs, _ = kernel.predict_members(np.array(block), 1)
+    assert np.allclose(xs[0], dynamics.predict_state(x, 95.0), rtol=1e-12, atol=1e-6)
+
+
+def test_a_singular_covariance_gives_nans_not_a_state() -> None:
+    rng = np.random.default_rng(5)
+    a, _, _ = _member(rng, 0.0, 1.0)
+    b, _, _ = _member(rng, 0.0, 1.0)
+    b[8:29] = [0.0] * 21  # a zero covariance (and no process noise over dt = 0)
+    got = kernel.fuse_members(np.array(a + b), 2)
+    assert all(math.isnan(v) for v in got.tolist())
