@@ -148,3 +148,24 @@ def test_no_type_coercion(field: str, value) -> None:
     with pytest.raises(ProtocolError) as info:
         decode_node_message(msgpack.packb(doc, use_bin_type=True))
     assert info.value.code == ErrorCode.SCHEMA_INVALID
+
+
+def test_encode_gives_the_bytes_of_model_dump_for_every_kind_of_message() -> None:
+    """``encode`` packs models without ``model_dump``'s copy; the bytes must not change."""
+    from warnshare.fusion import FusionEngine
+    from warnshare.protocol import Auth, SignedBatch
+
+    batch = _batch()
+    engine = FusionEngine()
+    alerts = []
+    for k, rep in enumerate(batch.reports):
+        alerts += engine.ingest(rep, node_sent_ns=k, received_ns=k)
+    alerts += engine.tick(batch.reports[-1].time_of_validity_ns + 10**12)
+    assert {a.kind for a in alerts} >= {"LAUNCH_DETECTED", "TRACK_UPDATE"}
+    hello = Hello(protocol_version=1, nation=Nation.USA, node_id="usa-1", sent_ns=5,
+                  auth=Auth(scheme="ed25519", key_id="k", nonce=b"\x00\x01", signature=b"\xff" * 64))
+    signed = SignedBatch(payload=encode(batch), signature=b"\x01" * 64, key_id="k")
+    for message in [batch, hello, signed, AlertBatch(relay_sent_ns=3, alerts=alerts), *alerts]:
+        assert encode(message) == msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+    with pytest.raises(TypeError):
+        encode(object())  # type: ignore[arg-type]

@@ -419,9 +419,20 @@ _relay_to_subscriber_adapter: TypeAdapter[Any] = TypeAdapter(RelayToSubscriberMe
 # ---------------------------------------------------------------------------- codec
 
 
+def _fields(obj: Any) -> dict:
+    """A nested message's fields for msgpack, which packs str and int enums as their values.
+    Every model here forbids extra fields and has no aliases or serialisers, so its
+    ``__dict__`` is what ``model_dump`` gives, in the same order, without the copy."""
+    if isinstance(obj, BaseModel):
+        return obj.__dict__
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
 def encode(message: BaseModel) -> bytes:
-    """msgpack bytes of a message (bin type for bytes, str for text, no None-stripping)."""
-    return msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+    """msgpack bytes of a message (bin type for bytes, str for text, no None-stripping): what
+    ``msgpack.packb(message.model_dump(), use_bin_type=True)`` gives, at half the cost (tests
+    compare the two)."""
+    return msgpack.packb(message, use_bin_type=True, default=_fields)
 
 
 def encode_json(message: BaseModel) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from warnshare.protocol import CRITICAL_KINDS, Alert, AlertKind, Nation
+from warnshare.protocol import CRITICAL_KINDS, Alert, AlertKind, Nation, encode
 from warnshare.relay.wire import DirectWriter, frame_bytes
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class EncodedAlert:
         self.kind = alert.kind
         self.critical = alert.kind in CRITICAL_KINDS
         self.releasable = frozenset(alert.releasable_to)
-        self.msgpack: bytes = _PACKER.pack(alert.model_dump(mode="python"))
+        self.msgpack: bytes = encode(alert)
         self._json: str | None = None
 
     @classmethod
