@@ -155,6 +155,15 @@ def test_snapshot_is_the_newest_alert_of_each_kind_per_event() -> None:
     assert [a.alert_id for a in hub.snapshot()] == [1, 3, 4, 5]
 
 
+def test_snapshot_holds_one_picture_alert_per_event_the_newest_update_or_coast() -> None:
+    hub = Hub()
+    hub.publish([make_alert(1, 1, AlertKind.LAUNCH_DETECTED), make_alert(2, 1), make_alert(3, 1, AlertKind.TRACK_COAST)])
+    assert [(a.alert_id, a.kind) for a in hub.snapshot()] == [(1, "LAUNCH_DETECTED"), (3, "TRACK_COAST")]
+    # the track is held again: its update supersedes the coast
+    hub.publish([make_alert(4, 1)])
+    assert [(a.alert_id, a.kind) for a in hub.snapshot()] == [(1, "LAUNCH_DETECTED"), (4, "TRACK_UPDATE")]
+
+
 def test_since_replays_from_the_ring_or_says_it_cannot() -> None:
     hub = Hub(ring_size=10)
     hub.publish([make_alert(i) for i in range(1, 26)])

@@ -29,6 +29,8 @@ from warnshare.relay.wire import DirectWriter, frame_bytes
 log = logging.getLogger(__name__)
 
 _PACKER = msgpack.Packer(use_bin_type=True)
+#: the last-value cache's one slot per event for the running picture (``PICTURE_KINDS``)
+_PICTURE = "picture"
 _BATCH_HEAD = b"\x84" + _PACKER.pack("type") + _PACKER.pack("alert_batch")
 _K_SENT = _PACKER.pack("relay_sent_ns")
 _K_ALERTS = _PACKER.pack("alerts")
@@ -226,8 +228,10 @@ class Hub:
         self.older = older
         self.subscribers: set[Subscriber] = set()
         self.ring: deque[EncodedAlert] = deque(maxlen=ring_size)
-        # event_id -> kind -> newest alert of that kind (the current picture for late joiners)
-        self.last_value: OrderedDict[int, dict[AlertKind, EncodedAlert]] = OrderedDict()
+        # event_id -> kind -> newest alert of that kind (the current picture for late joiners);
+        # TRACK_UPDATE and TRACK_COAST share one slot, ``_PICTURE``: a newer one of either
+        # supersedes the other (a late joiner must not get a coast older than the update)
+        self.last_value: OrderedDict[int, dict[AlertKind | str, EncodedAlert]] = OrderedDict()
         self.last_alert_id = 0
         self.clock = clock or time.time_ns
         #: Subscribers the broadcast can write to directly, and the alerts waiting for the
@@ -261,7 +265,7 @@ class Hub:
             return
         for e in encoded:
             self.ring.append(e)
-            self.last_value.setdefault(e.event_id, {})[e.kind] = e
+            self.last_value.setdefault(e.event_id, {})[e.kind if e.critical else _PICTURE] = e
         self.last_alert_id = encoded[-1].alert_id
         while len(self.last_value) > self.max_events_cached:
             self.last_value.popitem(last=False)
@@ -320,7 +324,8 @@ class Hub:
             self.direct_frames += len(built)
 
     def snapshot(self) -> list[EncodedAlert]:
-        """The current picture: per event, the newest alert of each kind, in alert-id order."""
+        """The current picture: per event, the newest alert of each critical kind and the newest
+        picture alert (TRACK_UPDATE or TRACK_COAST), in alert-id order."""
         items = [a for kinds in self.last_value.values() for a in kinds.values()]
         items.sort(key=lambda a: a.alert_id)
         return items
