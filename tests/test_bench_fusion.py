@@ -71,8 +71,8 @@ def test_an_update_is_scored_against_the_missile_whose_report_made_it() -> None:
 def _filtered_tracks(seed: int, per_s: int = 1, **launch: float) -> tuple[list, dict]:
     """Two nations' national tracks of one ballistic missile as a tracker gives them: each nation
     filters its own radar's noisy positions (independent, white, 150 m) with a Kalman filter and
-    reports the filtered state and covariance once a second, the two nations half a second
-    apart. Each track alone is consistent; its errors are correlated in time, as a filter's are.
+    reports the filtered state and covariance ``per_s`` times a second, the two nations half a
+    period apart; ``launch``: the missile's ``Launch`` fields (default: an SRBM, apogee ~90 km). Each track alone is consistent; its errors are correlated in time, as a filter's are.
     Returns the reports as (available_ns, missile_id, report) and the truth for ``bf.score``."""
     import numpy as np
 
