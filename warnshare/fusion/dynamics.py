@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from warnshare.fusion.kernel import geodetic as geodetic  # noqa: F401 (one ECEF point, compiled)
 from warnshare.geo import WGS84_A, WGS84_E2, WGS84_GM, WGS84_J2, WGS84_OMEGA
 
 _W = WGS84_OMEGA
@@ -261,17 +262,6 @@ def kepler_apogee_alt(s, lat_deg: float) -> float:
     a2, b2 = WGS84_A * WGS84_A, _B * _B
     radius = math.sqrt(((a2 * c) ** 2 + (b2 * sn) ** 2) / ((WGS84_A * c) ** 2 + (_B * sn) ** 2))
     return a * (1.0 + e) - radius
-
-
-def geodetic(x: float, y: float, z: float) -> tuple[float, float, float]:
-    """(lat_deg, lon_deg, alt_m) of one ECEF point, scalar Bowring (mm-accurate near Earth)."""
-    p = math.hypot(x, y)
-    beta = math.atan2(z * WGS84_A, p * _B)
-    sb, cb = math.sin(beta), math.cos(beta)
-    lat = math.atan2(z + _EP2 * _B * sb * sb * sb, p - WGS84_E2 * WGS84_A * cb * cb * cb)
-    sl, cl = math.sin(lat), math.cos(lat)
-    n = WGS84_A / math.sqrt(1.0 - WGS84_E2 * sl * sl)
-    return math.degrees(lat), math.degrees(math.atan2(y, x)), p * cl + z * sl - WGS84_A * WGS84_A / n
 
 
 def _accel_inertial(r: NDArray, rr: NDArray) -> NDArray:

@@ -218,13 +218,14 @@ def fuse_members(row, n):  # pragma: no cover - compiled
             v = 0.5 * (p[i, j] + p[j, i])
             out[k] = out[30 + 6 * i + j] = out[30 + 6 * j + i] = v
             k += 1
-    out[27], out[28], out[29] = _geodetic(x[0], x[1], x[2])
+    out[27], out[28], out[29] = geodetic(x[0], x[1], x[2])
     return out
 
 
 @njit(cache=True, nogil=True)
-def _geodetic(x, y, z):  # pragma: no cover - compiled
-    """``dynamics.geodetic``: (lat_deg, lon_deg, alt_m), Bowring."""
+def geodetic(x, y, z):  # pragma: no cover - compiled
+    """(lat_deg, lon_deg, alt_m) of one ECEF point, scalar Bowring (mm-accurate near Earth);
+    callable from Python too (``dynamics.geodetic``)."""
     p = math.hypot(x, y)
     beta = math.atan2(z * _A, p * _B)
     sb, cb = math.sin(beta), math.cos(beta)
