@@ -9,11 +9,16 @@ from warnshare.fusion import ci, dynamics, kernel
 from warnshare.geo import ecef_to_geodetic
 
 
-def _member(rng: np.random.Generator, dt: float, scale: float) -> tuple[list[float], np.ndarray, list[float]]:
-    """A kernel input block (dt, scale, state, upper triangle, q), its covariance and its state."""
-    r = dynamics.WGS84_A + rng.uniform(50e3, 900e3)
-    u = rng.normal(size=3)
-    x = [*(r * u / np.linalg.norm(u)), *rng.normal(0.0, 2000.0, 3)]
+def _member(rng: np.random.Generator, dt: float, scale: float,
+            near: np.ndarray | None = None) -> tuple[list[float], np.ndarray, list[float]]:
+    """A kernel input block (dt, scale, state, upper triangle, q), its covariance and its state:
+    a missile 50-900 km up, or within ~10 km of ``near`` (another nation's track of it)."""
+    if near is None:
+        r = dynamics.WGS84_A + rng.uniform(50e3, 900e3)
+        u = rng.normal(size=3)
+        x = [*(r * u / np.linalg.norm(u)), *rng.normal(0.0, 2000.0, 3)]
+    else:
+        x = (np.asarray(near) + rng.normal(0.0, [5e3] * 3 + [50.0] * 3)).tolist()
     a = rng.normal(size=(6, 6)) * np.array([300.0] * 3 + [20.0] * 3)
     p = a @ a.T + np.diag([1e3] * 3 + [1.0] * 3)
     upper = p[np.triu_indices(6)].tolist()
@@ -27,7 +32,8 @@ def test_fused_row_matches_numpy_prediction_and_ci(n: int) -> None:
     for trial in range(40):
         dts = rng.choice([0.0, 0.3, -1.5, 4.0, 9.0, -17.0], size=n)
         w = rng.dirichlet(np.ones(n)) if n > 1 else np.ones(1)
-        blocks = [_member(rng, float(dt), 1.0 / float(wi)) for dt, wi in zip(dts, w, strict=True)]
+        blocks = [_member(rng, float(dts[0]), 1.0 / float(w[0]))]
+        blocks += [_member(rng, float(dt), 1.0 / float(wi), blocks[0][2]) for dt, wi in zip(dts[1:], w[1:], strict=True)]
         row = np.array([v for b in blocks for v in b[0]])
         got = kernel.fuse_members(row, n)
         # the numpy path: each state flown, each covariance predicted and divided by its weight
@@ -40,14 +46,16 @@ def test_fused_row_matches_numpy_prediction_and_ci(n: int) -> None:
         else:
             x, p = ci.fuse_scaled(ci.inv_unchecked(ps), xs.reshape(-1))
         p = 0.5 * (p + p.T)
-        assert np.allclose(got[:6], x, rtol=1e-9, atol=1e-6), trial
+        # the same state up to round-off, measured against its own uncertainty (the two
+        # inversions differ in the last digits of ill-conditioned information sums)
+        d = got[:6] - x
+        assert float(d @ np.linalg.solve(p, d)) < 1e-12, trial
         assert np.allclose(got[30:].reshape(6, 6), p, rtol=1e-7, atol=1e-9 * np.abs(p).max()), trial
         assert np.array_equal(got[6:27], got[30:].reshape(6, 6)[np.triu_indices(6)])
-        # against the iterated conversion (the kernel's is one Bowring step: mm near the Earth,
-        # about a metre thousands of km up, where these random fused states can be)
+        # against the iterated conversion (the kernel's is one Bowring step: mm near the Earth)
         lat, lon, alt = ecef_to_geodetic(got[:3])
-        assert abs(got[27] - lat) < 1e-5 and abs(got[28] - lon) < 1e-9, trial
-        assert abs(got[29] - alt) < 1.0, trial
+        assert abs(got[27] - lat) < 1e-7 and abs(got[28] - lon) < 1e-9, trial
+        assert abs(got[29] - alt) < 0.01, trial
 
 
 def test_predicted_members_match_the_long_span_integration() -> None:
