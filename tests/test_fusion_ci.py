@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from warnshare.fusion import ci, dynamics
+from warnshare.fusion import ci, dynamics, kernel
 
 
 def random_cov(rng, scale=100.0):
@@ -111,7 +111,9 @@ def test_ci_is_never_overconfident_whatever_the_correlation(rho):
 
 def test_independent_fuser_is_overconfident_on_correlated_errors():
     p = np.diag([100.0] * 6)
-    _, p_naive = ci.fuse_independent(np.zeros((2, 6)), np.stack([p, p]))
+    # the engine's independent rule: the kernel with every weight 1 (members valid now)
+    member = [0.0, 1.0, 6.5e6, 0.0, 0.0, 0.0, 0.0, 0.0, *p[np.triu_indices(6)], 0.0]
+    p_naive = kernel.fuse_members(np.array(member + member), 2)[30:].reshape(6, 6)
     _, p_ci, _ = ci.fuse(np.zeros((2, 6)), np.stack([p, p]))
     # fully correlated equal tracks: the truth is p; naive claims p/2, CI claims p
     assert np.allclose(p_naive, p / 2) and np.allclose(p_ci, p)

@@ -148,35 +148,6 @@ def fuse(xs: NDArray, covs: NDArray, weights: NDArray | None = None) -> tuple[ND
     return x, p, weights
 
 
-def fuse_weighted(infos: NDArray, weights: NDArray, wx: NDArray) -> tuple[NDArray, NDArray]:
-    """CI of information matrices (m, 6, 6) with ``weights`` (m,), given the weighted states
-    ``wx`` (6m,) = (w_1 x_1, ..., w_m x_m) stacked: (state, covariance). The per-report form
-    of ``fuse``: both weighted sums are single products (information matrices are symmetric,
-    so sum w_i I_i x_i is (w x) @ the stacked I_i), and no check (the caller checks the result
-    is finite: a singular input gives NaNs)."""
-    m = len(weights)
-    p = inv_unchecked(np.dot(weights, infos.reshape(m, 36)).reshape(6, 6))
-    return np.dot(p, np.dot(wx, infos.reshape(6 * m, 6))), p
-
-
-def fuse_scaled(winfos: NDArray, xs: NDArray) -> tuple[NDArray, NDArray]:
-    """CI from the weighted information matrices w_i I_i (m, 6, 6) (the inverses of the
-    covariances divided by their weights) and the states (6m,) stacked: (state, covariance).
-    Sums are one reduction and one product; no check (a singular input gives NaNs)."""
-    p = inv_unchecked(np.add.reduce(winfos, axis=0))
-    return np.dot(p, np.dot(xs, winfos.reshape(6 * len(winfos), 6))), p
-
-
-def fuse_independent(xs: NDArray, covs: NDArray) -> tuple[NDArray, NDArray]:
-    """The naive fuser that assumes independent errors (P^-1 = sum P_i^-1), kept only to show,
-    in the benchmark, that it is overconfident on correlated national tracks. No check (a
-    singular input gives NaNs; the engine checks the fused state)."""
-    infos = inv_unchecked(covs)
-    p = inv_unchecked(np.add.reduce(infos, axis=0))
-    p = 0.5 * (p + p.T)
-    return np.dot(p, np.dot(xs.reshape(-1), infos.reshape(-1, 6))), p
-
-
 #: Weights tried for each pair in inverse CI.
 _ICI_GRID = np.linspace(0.0, 1.0, 11)
 
