@@ -45,12 +45,17 @@ def test_timed_repeats_leave_the_quality_figures_unchanged(case: tuple, rows2: t
     reps, sim = case
     one, ours1 = bf.table_rows(reps, sim, 1, stonesoup=False)
     two, ours2 = rows2
-    assert set(one) == set(two) == {"warnshare", "warnshare-independent"}
+    # the sequential independent fuser is scored beside them on the engine's run, not timed
+    assert set(one) == set(two) == {"warnshare", "warnshare-independent", "warnshare-sequential"}
     assert ours1.alerts == ours2.alerts
     for name in one:
         q1 = {k: v for k, v in one[name].items() if k not in SPEED_KEYS}
         q2 = {k: v for k, v in two[name].items() if k not in SPEED_KEYS}
-        assert q1 == q2 and math.isfinite(q1["all_updates_position_rmse_m"])
+        assert q1.keys() == q2.keys() and math.isfinite(q1["all_updates_position_rmse_m"])
+        assert all(q1[k] == q2[k] or (q1[k] != q1[k] and q2[k] != q2[k]) for k in q1), name  # NaN == NaN
+        if name == "warnshare-sequential":
+            assert "median_update_us_runs" not in two[name]
+            continue
         r = two[name]
         assert r["timing_runs"] == 2 and len(r["median_update_us_runs"]) == 2
         assert r["median_update_us"] == min(r["median_update_us_runs"]) > 0
