@@ -118,10 +118,11 @@ async def test_a_stalled_subscriber_is_conflated_then_closed_and_the_others_get_
         while any(h.last_id < last for h in healthy) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         watch.finish()
-        everything = healthy[0].alerts
+        # up to ``last``: the ticker may already have issued more (silent events' TRACK_COAST)
+        everything = [a for a in healthy[0].alerts if a.alert_id <= last]
         assert [a.alert_id for a in everything] == list(range(1, last + 1))
         for h in healthy[1:]:
-            assert h.alerts == everything, "a healthy subscriber missed or reordered an alert"
+            assert [a for a in h.alerts if a.alert_id <= last] == everything, "a healthy subscriber missed or reordered an alert"
         for h in healthy:
             assert h.conflated == 0, "a healthy subscriber was conflated"
         assert relay.metrics.slow_closed._value.get() == 1, "the stalled subscriber was not closed"
