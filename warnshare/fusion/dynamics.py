@@ -22,7 +22,6 @@ _W2 = WGS84_OMEGA * WGS84_OMEGA
 _2W = 2.0 * WGS84_OMEGA
 _J2A2 = 1.5 * WGS84_J2 * WGS84_A * WGS84_A
 _B = WGS84_A * math.sqrt(1.0 - WGS84_E2)
-_EP2 = WGS84_E2 / (1.0 - WGS84_E2)
 
 
 def acceleration(x: float, y: float, z: float, vx: float, vy: float) -> tuple[float, float, float]:

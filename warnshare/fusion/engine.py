@@ -826,17 +826,12 @@ class FusionEngine:
         return self.config.q_ballistic
 
     def _predicted(self, members: list[_Member], t_ns: int) -> tuple[NDArray, NDArray]:
-        """States (m, 6) and covariances (m, 6, 6) of members moved to ``t_ns``."""
-        if len(members) == 1 and members[0].tov_ns == t_ns:
-            m = members[0]
-            return np.array([m.x]), _cov(m)[None]
-        coefs, xs = [], []
+        """States (m, 6) and covariances (m, 6, 6) of members moved to ``t_ns`` (the kernel's
+        prediction, unscaled: the row ``_update_event`` builds, every weight 1)."""
+        row: list[float] = []
         for m in members:
-            dt = (t_ns - m.tov_ns) / _NS
-            coefs.append(dynamics.basis_coefficients(dt))
-            xs.append(dynamics.predict_state(m.x, dt) if dt else m.x)
-        ps = dynamics.predicted_covariances(np.array(coefs), np.array([m.numbers for m in members]))
-        return np.array(xs), ps
+            row += ((t_ns - m.tov_ns) / _NS, 1.0, *m.x, *m.numbers)
+        return kernel.predict_members(np.array(row), len(members))
 
     def _update_event(self, event: _Event, t_ns: int, hops: tuple, received_ns: int) -> None:
         """Fuse the event's live members at time ``t_ns`` (the newest report's time of validity).
