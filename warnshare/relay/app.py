@@ -87,6 +87,10 @@ class RelayConfig:
     trust: TrustStore | None = None
     time_window_ns: int = DEFAULT_TIME_WINDOW_NS
     node_frames_per_s: float = 5_000.0
+    #: A node's frames that are already received and waiting when one is done are taken at
+    #: once, up to this many in a row, with one ack (cumulative) and one broadcast after them:
+    #: a relay that fell behind catches up with less work per frame. 1: an ack per frame.
+    ack_group_max: int = 16
     node_frames_burst: float = 10_000.0
     subscriber_frames_per_s: float = 20.0
     subscriber_frames_burst: float = 50.0
@@ -436,6 +440,10 @@ class _Conn:
         self.direct = DirectWriter.of(self.ws)
         return self.direct
 
+    def frames_waiting(self) -> bool:
+        """Whether the peer's next frames are already received (known only with direct writes)."""
+        return self.direct is not None and self.direct.received_waiting() > 0
+
     async def send_raw(self, frame: bytes | str) -> None:
         direct = self.direct
         if direct is not None and not self.lock.locked() and direct.ready():
@@ -624,6 +632,8 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     link: NodeLink | None = None
     clock_task: asyncio.Task | None = None
     pending: dict[int, int] = {}  # time request id -> t1
+    pending_ack: Ack | None = None  # the latest batch's, not yet sent
+    grouped = 0  # batches taken since the last ack
     limit = TokenBucket(
         relay.config.node_frames_per_s, relay.config.node_frames_burst, time.time_ns()
     )
@@ -668,6 +678,15 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
 
         clock_task = asyncio.create_task(clock_exchange())
         while True:
+            if pending_ack is not None and (
+                grouped >= relay.config.ack_group_max or not conn.frames_waiting()
+            ):
+                relay.hub.flush_if_due()  # the alerts go out before the ack
+                await conn.send(pending_ack)
+                pending_ack, grouped = None, 0
+                # Frames already queued are read without suspending: yield once per group so the
+                # subscribers' writers drain what it queued before the next one adds more.
+                await asyncio.sleep(0)
             data = await _receive(ws)
             received_ns = time.time_ns()
             if data is None:
@@ -681,15 +700,11 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
             if isinstance(msg, (ReportBatch, SignedBatch)):
                 batch, payload = _open_batch(relay, link, msg, data, received_ns)
                 try:
-                    ack = relay.ingest_batch(link, batch, payload, received_ns)
+                    pending_ack = relay.ingest_batch(link, batch, payload, received_ns)
                 except ProtocolError as exc:
                     exc.seq = batch.reports[0].seq
                     raise
-                relay.hub.flush_if_due()  # the alerts go out before the ack
-                await conn.send(ack)
-                # Frames already queued are read without suspending: yield once per batch so the
-                # subscribers' writers drain what this batch queued before the next one adds more.
-                await asyncio.sleep(0)
+                grouped += 1  # acked at the top of the loop, or after the frames waiting
             elif isinstance(msg, TimeReply):
                 t1 = pending.pop(msg.id, None)
                 if t1 is not None and t1 == msg.t1_ns:
@@ -705,6 +720,9 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     except ProtocolError as exc:
         relay.metrics.rejected.labels(exc.code.value).inc()
         log.warning("node %s: %s", link.node_id if link else "?", exc)
+        if pending_ack is not None:  # what was accepted before the bad frame stays accepted
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.send(pending_ack), 2.0)
         await conn.fail(exc)
     except WebSocketDisconnect:
         pass

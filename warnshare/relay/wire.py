@@ -71,6 +71,7 @@ class DirectWriter:
                 return None
             writer = cls(proto)
             writer.usable()  # every attribute it reads exists
+            writer.received_waiting()
         except AttributeError:
             return None
         if writer.transport is None or not hasattr(writer.transport, "write"):
@@ -95,6 +96,10 @@ class DirectWriter:
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size()
+
+    def received_waiting(self) -> int:
+        """Events the server has received from the peer that the app has not read yet."""
+        return self.proto.queue.qsize()
 
 
 class ServerSend:
