@@ -377,7 +377,7 @@ def test_saturation_ramp_stops_at_the_first_failure_and_searches_down_below_the_
     capacity = 12_000.0
     got = bench_relay.run_all(_args(*base), ["relay"], runner=fake_runner)
     sat = [r.spec.rate for r in got if r.spec.scenario == "saturation"]
-    assert sat == [2000.0, 5000.0, 10000.0, 15000.0]
+    assert sat == [2000.0, 5000.0, 10000.0, 12500.0]
     assert bench_relay.summarize(got, ["relay"])["saturation"]["rate_per_s"] == 10000.0
     capacity = 600.0
     got = bench_relay.run_all(_args(*base), ["relay"], runner=fake_runner)
@@ -444,3 +444,27 @@ def test_a_pinned_run_delivers_everything_and_the_plan_pins_every_run_alike() ->
     assert {(s.server_cpus, s.load_cpus) for s in specs} == {cpus.placement()}
     unpinned = bench_relay.plan(_args("--quick", "--no-pin"), ["relay", "tcp"])
     assert {(s.server_cpus, s.load_cpus) for s in unpinned} == {((), ())}
+
+
+def test_a_saturation_step_passes_only_if_every_run_of_it_does() -> None:
+    runs: list[tuple[float, int]] = []
+
+    def flaky_runner(spec: RunSpec, host: str, progress: object) -> RunResult:
+        r = _fake(spec.scenario, spec.system, 0, 1_000_000)
+        r.spec = spec
+        r.offered_rate = spec.rate
+        if spec.scenario == "saturation":
+            runs.append((spec.rate, spec.repeat))
+            # 10,000/s holds in its first run and falls behind in its second
+            r.fell_behind = spec.rate > 10_000.0 or (spec.rate == 10_000.0 and spec.repeat == 1)
+        return r
+
+    base = ("--systems", "relay", "--no-sweeps", "--no-stall", "--repeats", "1", "--no-progress")
+    got = bench_relay.run_all(_args(*base, "--saturation-repeats", "3"), ["relay"], runner=flaky_runner)
+    # every run of the passing steps; the failing step stops at its first failing run
+    assert runs == [(2000.0, 0), (2000.0, 1), (2000.0, 2), (5000.0, 0), (5000.0, 1), (5000.0, 2),
+                    (10000.0, 0), (10000.0, 1)]
+    summary = bench_relay.summarize(got, ["relay"])["saturation"]
+    assert summary["rate_per_s"] == 5000.0 and summary["runs_per_step"] == 3
+    assert summary["ceiling_found"] is True
+    assert [s["passed"] for s in summary["steps"] if s["rate_per_s"] == 10000.0] == [True, False]

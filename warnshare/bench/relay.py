@@ -82,8 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sweeps", action="store_true", help="only the must-show points")
     parser.add_argument("--saturation-rates", type=_floats, default=None,
                         help="relay saturation ramp, reports/s, run upward until one fails "
-                        "(default 2000,5000,10000,15000,20000,25000,30000; quick 2000,20000); "
-                        "when the first step fails, the rate is halved until one passes")
+                        "(default 2000,5000,10000,12500,15000,17500,20000,25000,30000; quick "
+                        "2000,20000); when the first step fails, the rate is halved until one passes")
+    parser.add_argument("--saturation-repeats", type=int, default=None, metavar="N",
+                        help="runs of each saturation step; a step passes only if every run does, "
+                        "and the ramp stops at the first run that does not (default: --repeats)")
     parser.add_argument("--saturation-subscribers", type=int, default=10)
     parser.add_argument("--no-saturation", action="store_true")
     parser.add_argument("--stall-rate", type=float, default=1000.0)
@@ -169,7 +172,16 @@ def saturation_rates(args: argparse.Namespace) -> list[float]:
         return []
     if args.saturation_rates:
         return sorted(args.saturation_rates)
-    return [2000.0, 20000.0] if args.quick else [2000.0, 5000.0, 10000.0, 15000.0, 20000.0, 25000.0, 30000.0]
+    return [2000.0, 20000.0] if args.quick else [
+        2000.0, 5000.0, 10000.0, 12500.0, 15000.0, 17500.0, 20000.0, 25000.0, 30000.0
+    ]
+
+
+def saturation_repeats(args: argparse.Namespace) -> int:
+    """Runs per saturation step: as many as the must-show points' repeats unless told."""
+    if args.saturation_repeats is not None:
+        return max(1, args.saturation_repeats)
+    return max(1, args.repeats if args.repeats is not None else (1 if args.quick else 5))
 
 
 # --------------------------------------------------------------------------- summary
@@ -249,19 +261,24 @@ def summarize(results: Sequence[RunResult], systems: Sequence[str]) -> dict[str,
         rp = summary["repeats"]
         rp["met"] = rp["relay_runs_fell_behind"] == 0 and rp["relay_runs_lossy"] == 0 and meeting == len(reps)
 
-    sat = sorted((r for r in results if r.spec.scenario == "saturation"), key=lambda r: r.spec.rate)
+    sat = sorted((r for r in results if r.spec.scenario == "saturation"),
+                 key=lambda r: (r.spec.rate, r.spec.repeat))
     if sat:
-        passing = [r for r in sat if _saturation_pass(r)]
-        best = max((r.spec.rate for r in passing), default=0.0)
+        # a rate passes when every one of its runs did (the ramp stops at the first that did not)
+        rates = sorted({r.spec.rate for r in sat})
+        passing = [q for q in rates if all(_saturation_pass(r) for r in sat if r.spec.rate == q)]
+        best = max(passing, default=0.0)
         summary["saturation"] = {
             "subscribers": sat[0].spec.subscribers,
             "rate_per_s": best,
             "target_per_s": SATURATION_TARGET,
             "met": best >= SATURATION_TARGET,
-            "ceiling_found": len(passing) < len(sat),
+            "ceiling_found": len(passing) < len(rates),
+            "runs_per_step": max(r.spec.repeat for r in sat) + 1,
             "steps": [
                 {
                     "rate_per_s": r.spec.rate,
+                    "repeat": r.spec.repeat,
                     "passed": _saturation_pass(r),
                     "offered_rate_per_s": round(r.offered_rate, 1),
                     "lost": r.lost,
@@ -526,7 +543,8 @@ def run_all(
 ) -> list[RunResult]:
     specs = plan(args, systems)
     sat_rates = saturation_rates(args) if "relay" in systems else []
-    progress = Progress(len(specs) + len(sat_rates), enabled=not args.no_progress)
+    sat_reps = saturation_repeats(args)
+    progress = Progress(len(specs) + len(sat_rates) * sat_reps, enabled=not args.no_progress)
     results: list[RunResult] = []
     for spec in specs:
         progress.start(spec.label + (f" (repeat {spec.repeat + 1})" if spec.scenario.startswith("rate") else ""))
@@ -537,14 +555,18 @@ def run_all(
     duration = args.duration if args.duration is not None else (1.5 if quick else 5.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
     def saturation_step(rate: float) -> bool:
-        spec = RunSpec("saturation", "relay", rate, args.saturation_subscribers, duration_s=duration,
-                       warmup_s=warmup, missiles=args.missiles, drain_timeout_s=drain_timeout(args, duration),
-                       **cpu_placement(args))
-        progress.start(spec.label + " (saturation)")
-        res = runner(spec, host=args.host, progress=progress.update)
-        results.append(res)
-        progress.finish_run(res)
-        return _saturation_pass(res)
+        """Every run of the step, until one fails: whether the step held in all of them."""
+        for k in range(sat_reps):
+            spec = RunSpec("saturation", "relay", rate, args.saturation_subscribers, duration_s=duration,
+                           warmup_s=warmup, repeat=k, missiles=args.missiles,
+                           drain_timeout_s=drain_timeout(args, duration), **cpu_placement(args))
+            progress.start(spec.label + f" (saturation, run {k + 1} of {sat_reps})")
+            res = runner(spec, host=args.host, progress=progress.update)
+            results.append(res)
+            progress.finish_run(res)
+            if not _saturation_pass(res):
+                return False
+        return True
 
     for i, rate in enumerate(sat_rates):
         if saturation_step(rate):
@@ -554,7 +576,7 @@ def run_all(
             # below the whole ramp: halve down to a floor so the summary still has a figure
             rate /= 2
             while rate >= SATURATION_FLOOR:
-                progress.total += 1
+                progress.total += sat_reps
                 if saturation_step(rate):
                     break
                 rate /= 2

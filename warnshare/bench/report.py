@@ -173,7 +173,9 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append((
             f"Saturation ingest, {s['subscribers']} subscribers, no loss, no growing backlog",
             f">= {s['target_per_s']:,} reports/s",
-            f"{s['rate_per_s']:,.0f} reports/s" + ("" if s["ceiling_found"] else " (every step passed)"),
+            f"{s['rate_per_s']:,.0f} reports/s"
+            + (f" (each step {s['runs_per_step']} runs, all passing)" if s.get("runs_per_step", 1) > 1 else "")
+            + ("" if s["ceiling_found"] else " (every step passed)"),
             _fmt(s["met"]),
         ))
     r = summary.get("repeats")
