@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from warnshare.fusion import FusionConfig, FusionEngine, dynamics
+from warnshare.fusion import FusionConfig, dynamics
 from warnshare.protocol import TrackReport, covariance_from_upper
 
 _NS = 1_000_000_000
@@ -35,7 +35,7 @@ def sequential_fuse(
     if len(reports) != len(event_ids):
         raise ValueError("one event id per report")
     # the engine's own acceleration-noise rule (boost / atmosphere / vacuum) and its numbers
-    q_of = FusionEngine(config or FusionConfig())._q
+    q_of = (config or FusionConfig()).acceleration_noise
     events: dict[int, tuple[int, NDArray, NDArray]] = {}
     states: list[NDArray | None] = []
     covs: list[NDArray | None] = []

@@ -212,6 +212,17 @@ class FusionConfig:
     #: information's "det".
     ci_criterion: str = "trace"
 
+    def acceleration_noise(self, boosting: bool, x) -> float:
+        """White-acceleration noise for a state ``x`` (ECEF, m): thrust while boosting, drag and
+        manoeuvres in the atmosphere, almost none in vacuum. Altitude from the geocentric radius
+        is good to ~20 km here."""
+        if boosting:
+            return self.q_boost
+        r2 = float(x[0]) ** 2 + float(x[1]) ** 2 + float(x[2]) ** 2
+        if r2 < _ATMOSPHERE_R2:
+            return self.q_atmosphere
+        return self.q_ballistic
+
 
 @dataclass(slots=True)
 class _Member:
@@ -365,7 +376,7 @@ class FusionEngine:
                 del self._members[key]
             return out
         x = [*report.position_ecef_m, *report.velocity_ecef_mps]
-        numbers = [*report.covariance, self._q(report.boosting, x)]
+        numbers = [*report.covariance, self.config.acceleration_noise(report.boosting, x)]
         jumped_from = 0
         if member is None:
             member = _Member(
@@ -479,7 +490,7 @@ class FusionEngine:
             return
         event.coast_tov_ns = t_ns
         x = dynamics.predict_state(event.x.tolist(), dt)
-        p = dynamics.predict_covariance(event.p, dt, self._q(False, event.x))
+        p = dynamics.predict_covariance(event.p, dt, self.config.acceleration_noise(False, event.x))
         state = _fused_state(t_ns, x, p.take(_IU_FLAT).tolist(), 0)
         lat, lon, alt = state.lat_deg, state.lon_deg, state.alt_m
         text = (f"TRACK_COAST event {event.event_id}: predicted {_latlon(lat, lon)} alt {alt / 1000:.0f} km, "
@@ -609,12 +620,12 @@ class FusionEngine:
         dt_e = (t_ns - event.tov_ns) / _NS
         xm = np.array(dynamics.predict_state(member.x, dt_m))
         xe = np.array(dynamics.predict_state(event.x.tolist(), dt_e))
-        pe = dynamics.predict_covariance(event.p, dt_e, self._q(event.boosting, event.x))
+        pe = dynamics.predict_covariance(event.p, dt_e, self.config.acceleration_noise(event.boosting, event.x))
         # the prefilter uses the event's covariance at t_ns (a coasting event's is wide)
         d = xm[:3] - xe[:3]
         if float(d @ d) > _gate_reach2(float(np.trace(pe[:3, :3]))):
             return association.FORBIDDEN
-        pm = dynamics.predict_covariance(_cov(member), dt_m, self._q(member.boosting, member.x))
+        pm = dynamics.predict_covariance(_cov(member), dt_m, self.config.acceleration_noise(member.boosting, member.x))
         return association.mahalanobis2(xm - xe, pm + pe + self._gate_bias)
 
     def _new_event(self, member: _Member, hops: tuple, received_ns: int, out: list[Alert]) -> _Event:
@@ -788,8 +799,8 @@ class FusionEngine:
                 dt_b = (t_ns - b.tov_ns) / _NS
                 xa = np.array(dynamics.predict_state(a.x.tolist(), dt_a))
                 xb = np.array(dynamics.predict_state(b.x.tolist(), dt_b))
-                pa = dynamics.predict_covariance(a.p, dt_a, self._q(a.boosting, a.x))
-                pb = dynamics.predict_covariance(b.p, dt_b, self._q(b.boosting, b.x))
+                pa = dynamics.predict_covariance(a.p, dt_a, self.config.acceleration_noise(a.boosting, a.x))
+                pb = dynamics.predict_covariance(b.p, dt_b, self.config.acceleration_noise(b.boosting, b.x))
                 d = xa[:3] - xb[:3]
                 if float(d @ d) > _gate_reach2(float(np.trace(pa[:3, :3]) + np.trace(pb[:3, :3]))):
                     a.merge_votes.pop(b.event_id, None)
@@ -814,16 +825,6 @@ class FusionEngine:
                                        corrects=b.launch_alert_id))
 
     # ------------------------------------------------------------ estimation
-
-    def _q(self, boosting: bool, x) -> float:
-        """Acceleration noise: thrust while boosting, drag and manoeuvres in the atmosphere,
-        almost none in vacuum. Altitude from the geocentric radius is good to ~20 km here."""
-        if boosting:
-            return self.config.q_boost
-        r2 = float(x[0]) ** 2 + float(x[1]) ** 2 + float(x[2]) ** 2
-        if r2 < _ATMOSPHERE_R2:
-            return self.config.q_atmosphere
-        return self.config.q_ballistic
 
     def _predicted(self, members: list[_Member], t_ns: int) -> tuple[NDArray, NDArray]:
         """States (m, 6) and covariances (m, 6, 6) of members moved to ``t_ns`` (the kernel's
