@@ -391,3 +391,33 @@ async def test_flush_if_due_sends_at_once_unless_the_budget_holds_the_broadcast_
     assert len(held.written) == 1
     await asyncio.sleep(0.15)
     assert len(held.written) == 2
+
+
+async def test_the_broadcast_budget_is_wider_while_the_relay_keeps_up_with_its_input() -> None:
+    now = [1_000_000_000]
+    # 10 direct subscribers: a broadcast every 2.5 ms while keeping up, every 10 ms while behind
+    hub = Hub(frames_per_s=1000.0, broadcast_frames_per_s=4000.0, clock=lambda: now[0])
+    directs = [FakeDirect() for _ in range(10)]
+    for d in directs:
+        hub.attach(direct_subscriber("msgpack", d, []), [])
+    assert hub.broadcast_gap_ns() == 2_500_000
+    hub.behind = True
+    assert hub.broadcast_gap_ns() == 10_000_000
+
+    def frames() -> int:
+        return len(directs[0].written)
+
+    for behind, expect_sent in ((False, True), (True, False)):
+        hub.behind = False
+        hub.publish([make_alert(1)])
+        hub.flush_if_due()
+        before = frames()
+        now[0] += 3_000_000  # 3 ms later: past the keeping-up gap, inside the behind one
+        hub.behind = behind
+        hub.publish([make_alert(2)])
+        hub.flush_if_due()
+        assert (frames() > before) is expect_sent, (behind, frames(), before)
+        hub.flush()  # what the budget held back still goes out, nothing is lost
+        now[0] += 20_000_000
+    got = [a.alert_id for p in ws_payloads(directs[0].written) for a in decode_relay_to_subscriber(p).alerts]
+    assert got == [1, 2, 1, 2]

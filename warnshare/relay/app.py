@@ -75,9 +75,14 @@ class RelayConfig:
     subscriber_max_frame_alerts: int = 500
     subscriber_close_timeout_s: float = 2.0
     ring_size: int = 50_000
-    #: Frames a second to all queued subscribers together (those behind, or on a server stack
-    #: without direct writes): past it, their alerts coalesce into larger frames.
+    #: Frames a second to all subscribers together while the relay is behind its input (some
+    #: node's next frames already waiting), and always to the queued ones (those behind, or on
+    #: a server stack without direct writes): past it, alerts coalesce into larger frames.
     frames_per_s: float = 25_000.0
+    #: ... and the broadcast's budget while the relay keeps up with its input, when the CPU a
+    #: broadcast takes delays no waiting report: with 100 subscribers, one broadcast every
+    #: 1.7 ms at most instead of every 4 ms.
+    broadcast_frames_per_s: float = 60_000.0
     #: Write frames straight to the subscribers' transports when uvicorn's websockets-sansio
     #: serves them (one frame built once for all); False: every frame through ASGI.
     direct_writes: bool = True
@@ -222,6 +227,7 @@ class Relay:
             ring_size=config.ring_size,
             older=self._older_alerts if self.journal else None,
             frames_per_s=config.frames_per_s,
+            broadcast_frames_per_s=config.broadcast_frames_per_s,
         )
         self.replay_guards: dict[str, ReplayGuard] = {}
         self._after_handle: asyncio.Handle | None = None
@@ -681,9 +687,8 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
 
         clock_task = asyncio.create_task(clock_exchange())
         while True:
-            if pending_ack is not None and (
-                grouped >= relay.config.ack_group_max or not conn.frames_waiting()
-            ):
+            waiting = relay.hub.behind = conn.frames_waiting()
+            if pending_ack is not None and (grouped >= relay.config.ack_group_max or not waiting):
                 relay.hub.flush_if_due()  # the alerts go out before the ack
                 await conn.send(pending_ack)
                 pending_ack, grouped = None, 0

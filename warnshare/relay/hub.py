@@ -219,11 +219,18 @@ class Hub:
         max_events_cached: int = 1000,
         older=None,
         frames_per_s: float = 25_000.0,
+        broadcast_frames_per_s: float | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.max_events_cached = max_events_cached
-        #: Frames a second the queued writers may send in all; each gets an equal share.
+        #: Frames a second the queued writers may send in all; each gets an equal share. The
+        #: broadcast keeps to it too while the relay is behind its input (``behind``).
         self.frames_per_s = frames_per_s
+        #: Frames a second the broadcast may send while the relay keeps up with its input
+        #: (None: ``frames_per_s``): then the CPU a broadcast takes delays no waiting report.
+        self.broadcast_frames_per_s = broadcast_frames_per_s or frames_per_s
+        #: Set by the relay: some node's next frames were already waiting when it last looked.
+        self.behind = False
         #: ``older(after_alert_id) -> list[EncodedAlert]``: alerts the ring no longer holds.
         self.older = older
         self.subscribers: set[Subscriber] = set()
@@ -245,8 +252,10 @@ class Hub:
         self.last_broadcast_ns = 0
 
     def broadcast_gap_ns(self) -> int:
-        """Least gap between two broadcasts: the direct subscribers' share of the frame budget."""
-        return int(len(self.direct) * 1e9 / self.frames_per_s)
+        """Least gap between two broadcasts: the direct subscribers' share of the frame budget
+        (the smaller one while the relay is behind its input)."""
+        rate = self.frames_per_s if self.behind else self.broadcast_frames_per_s
+        return int(len(self.direct) * 1e9 / rate)
 
     def min_gap_ns(self) -> int:
         """Least gap between two frames to one queued subscriber: its share of the frame budget."""
