@@ -71,7 +71,6 @@ class DirectWriter:
                 return None
             writer = cls(proto)
             writer.usable()  # every attribute it reads exists
-            writer.received_waiting()
         except AttributeError:
             return None
         if writer.transport is None or not hasattr(writer.transport, "write"):
@@ -98,8 +97,10 @@ class DirectWriter:
         return self.transport.get_write_buffer_size()
 
     def received_waiting(self) -> int:
-        """Events the server has received from the peer that the app has not read yet."""
-        return self.proto.queue.qsize()
+        """Events the server has received from the peer that the app has not read yet (0 when
+        the server does not keep them in a ``queue``: the relay then acks every frame)."""
+        queue = getattr(self.proto, "queue", None)
+        return queue.qsize() if queue is not None else 0
 
 
 class ServerSend:
