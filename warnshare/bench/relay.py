@@ -120,12 +120,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- planning
 
 
+def run_seconds(args: argparse.Namespace) -> tuple[float, float]:
+    """Measured and warm-up seconds of every run: as given, else 5 and 3 (quick 1.5 and 1)."""
+    duration = args.duration if args.duration is not None else (1.5 if args.quick else 5.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    return duration, warmup
+
+
+def must_show_repeats(args: argparse.Namespace) -> int:
+    """Repeats of the must-show points: as given, else 5 (quick 1)."""
+    return args.repeats if args.repeats is not None else (1 if args.quick else 5)
+
+
 def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
     """The fixed runs, in execution order (the saturation ramp is decided as it goes)."""
     quick = args.quick
-    duration = args.duration if args.duration is not None else (1.5 if quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
-    repeats = args.repeats if args.repeats is not None else (1 if quick else 5)
+    duration, warmup = run_seconds(args)
+    repeats = must_show_repeats(args)
     common = {"duration_s": duration, "warmup_s": warmup, "missiles": args.missiles,
               "drain_timeout_s": drain_timeout(args, duration), **cpu_placement(args)}
     specs: list[RunSpec] = []
@@ -181,7 +192,7 @@ def saturation_repeats(args: argparse.Namespace) -> int:
     """Runs per saturation step: as many as the must-show points' repeats unless told."""
     if args.saturation_repeats is not None:
         return max(1, args.saturation_repeats)
-    return max(1, args.repeats if args.repeats is not None else (1 if args.quick else 5))
+    return max(1, must_show_repeats(args))
 
 
 # --------------------------------------------------------------------------- summary
@@ -551,9 +562,8 @@ def run_all(
         res = runner(spec, host=args.host, progress=progress.update)
         results.append(res)
         progress.finish_run(res)
-    quick = args.quick
-    duration = args.duration if args.duration is not None else (1.5 if quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
+    duration, warmup = run_seconds(args)
+
     def saturation_step(rate: float) -> bool:
         """Every run of the step, until one fails: whether the step held in all of them."""
         for k in range(sat_reps):
@@ -593,8 +603,7 @@ def profile_relay(args: argparse.Namespace) -> tuple[RunResult | None, str]:
         return None, "--profile needs --out DIR"
     if py_spy_path() is None:
         return None, "profile skipped: py-spy is not installed (pip install py-spy)"
-    duration = args.duration if args.duration is not None else (1.5 if args.quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    duration, warmup = run_seconds(args)
     spec = RunSpec("profile", "relay", MUST_A[0], MUST_A[1], duration_s=duration, warmup_s=warmup,
                    missiles=args.missiles, drain_timeout_s=max(3.0, duration), **cpu_placement(args))
     args.out.mkdir(parents=True, exist_ok=True)
