@@ -40,6 +40,7 @@ from warnshare.protocol import (
     ImpactArea,
     Nation,
     TrackReport,
+    construct,
 )
 
 _NS = 1_000_000_000
@@ -48,27 +49,8 @@ _IU = np.triu_indices(6)
 _IU_FLAT = np.ravel_multi_index(_IU, (6, 6))
 #: the latest phase any live member reports wins
 _PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
-_set = object.__setattr__
-
-
-_new = object.__new__
-_FIELD_NAMES: dict[type, frozenset] = {}
-
-
-def _model(cls, fields: dict):
-    """A pydantic model from a dict of already-valid fields, every field given (what
-    ``model_construct`` does, minus its per-field default and alias handling, which costs
-    microseconds per alert)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
-    m = _new(cls)
-    _set(m, "__dict__", fields)
-    # a copy of a frozen set of the same names is cheaper than a set of the dict's keys
-    _set(m, "__pydantic_fields_set__", set(names) if len(names) == len(fields) else set(fields))
-    _set(m, "__pydantic_extra__", None)
-    _set(m, "__pydantic_private__", None)
-    return m
+#: a model from already-valid fields (``protocol.construct``): every alert is built so
+_model = construct
 
 
 def _construct(cls, **fields):

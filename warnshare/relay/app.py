@@ -47,6 +47,7 @@ from warnshare.protocol import (
     TimeReply,
     TimeRequest,
     Welcome,
+    construct,
     decode_node_message,
     decode_subscriber_message,
     encode,
@@ -278,7 +279,10 @@ class Relay:
         if accepted.duplicates:
             self.metrics.duplicates.inc(accepted.duplicates)
         self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
-        return Ack(acked_seq=accepted.acked_seq, relay_received_ns=received_ns)
+        # every batch makes one (the acks of a group are cumulative: only the last is sent)
+        return construct(Ack, {
+            "type": "ack", "acked_seq": accepted.acked_seq, "relay_received_ns": received_ns,
+        })
 
     def _fuse(
         self,

@@ -18,6 +18,7 @@ from warnshare.protocol import (
     ProtocolError,
     ReportBatch,
     TrackReport,
+    construct,
 )
 
 
@@ -111,13 +112,14 @@ def accept_batch(link: NodeLink, batch: ReportBatch, offset_ns: int) -> Accepted
         expected += 1
     offset = offset_ns
     if offset:
+        # a copy with two times moved (what ``model_copy(update=...)`` gives, at half the cost:
+        # a report of every batch of every node goes through here)
         new = [
-            r.model_copy(
-                update={
-                    "time_of_validity_ns": r.time_of_validity_ns - offset,
-                    "measured_ns": r.measured_ns - offset,
-                }
-            )
+            construct(TrackReport, {
+                **r.__dict__,
+                "time_of_validity_ns": r.time_of_validity_ns - offset,
+                "measured_ns": r.measured_ns - offset,
+            })
             for r in new
         ]
     link.last_seq = expected - 1
