@@ -4,6 +4,7 @@ them, not one each, and nothing accepted before a bad frame is lost (a real uvic
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import pytest
@@ -18,10 +19,10 @@ STATES = ballistic_arc(39.2, 125.7, 95, 5500, 40, 60)
 FRAMES = 40
 
 
-async def _burst(url: str, frames: list[bytes]) -> tuple[list[int], object]:
+async def _burst(url: str, frames: list[bytes], on_ack=None) -> tuple[list[int], object]:
     """Say hello, then put every frame on the wire in one write (so they arrive together), and
     read what the relay answers until it acks the last report or closes: the acked seqs seen and
-    the last message."""
+    the last message. ``on_ack(seq)`` is called as each ack arrives."""
     async with websockets.connect(f"{url}/v1/ingest") as ws:
         await ws.send(encode(Hello(protocol_version=1, nation=Nation.USA, node_id="usa-b",
                                    sent_ns=time.time_ns())))
@@ -36,6 +37,8 @@ async def _burst(url: str, frames: list[bytes]) -> tuple[list[int], object]:
                 last = decode_relay_to_node(await asyncio.wait_for(ws.recv(), 10))
                 if last.type == "ack":
                     acked.append(last.acked_seq)
+                    if on_ack is not None:
+                        on_ack(last.acked_seq)
                     if last.acked_seq == FRAMES:
                         break
                 elif last.type == "error":
@@ -79,4 +82,44 @@ async def test_a_bad_frame_in_a_group_leaves_what_came_before_it_accepted_and_ac
         assert acked and acked[-1] == 5, "the five accepted before the bad frame are acked"
         assert last is not None and last.type == "error" and last.code.value == "MALFORMED_FRAME"
     finally:
+        running.stop()
+
+
+async def test_a_journaled_group_is_committed_once_before_its_alerts_and_its_ack(tmp_path) -> None:
+    """Group commit: the batches taken together are made durable in one transaction, and nothing
+    of them (alert or ack) leaves the relay before it."""
+    path = tmp_path / "relay.sqlite3"
+    running = start_relay(RelayConfig(ack_group_max=16, journal_path=str(path)))
+    journal, hub = running.relay.journal, running.relay.hub
+    commits: list[int] = []
+    early: list[int] = []  # alert ids handed to the hub while their batch was not committed
+    commit, fan_out = journal.commit, hub.fan_out
+
+    def counting_commit() -> None:
+        if journal.open:
+            commits.append(1)
+        commit()
+
+    def checked_fan_out(encoded: list) -> None:
+        if journal.open:
+            early.extend(a.alert_id for a in encoded)
+        fan_out(encoded)
+
+    journal.commit, hub.fan_out = counting_commit, checked_fan_out
+    reader = sqlite3.connect(path)  # another connection sees only what is committed
+    unjournaled_acks: list[int] = []
+
+    def on_ack(seq: int) -> None:
+        (last,) = reader.execute("SELECT max(last_seq) FROM inputs WHERE kind = 'batch'").fetchone()
+        if last is None or last < seq:
+            unjournaled_acks.append(seq)
+
+    try:
+        acked, _ = await _burst(running.ws_url, _frames(), on_ack)
+        assert acked[-1] == FRAMES and not unjournaled_acks and not early
+        assert 0 < len(commits) < FRAMES, "one commit per group, not per frame"
+        (batches,) = reader.execute("SELECT count(*) FROM inputs WHERE kind = 'batch'").fetchone()
+        assert batches == FRAMES  # and every batch is its own input row
+    finally:
+        reader.close()
         running.stop()

@@ -468,3 +468,34 @@ def test_a_saturation_step_passes_only_if_every_run_of_it_does() -> None:
     assert summary["rate_per_s"] == 5000.0 and summary["runs_per_step"] == 3
     assert summary["ceiling_found"] is True
     assert [s["passed"] for s in summary["steps"] if s["rate_per_s"] == 10000.0] == [True, False]
+
+
+def test_a_journaled_relay_run_delivers_everything_and_journals_every_report(monkeypatch) -> None:
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from warnshare.bench import runner
+    from warnshare.relay.journal import Journal
+
+    kept: list[str] = []
+    # the run's journal is removed after it: kept here instead, to be read
+    monkeypatch.setattr(runner, "shutil", SimpleNamespace(rmtree=lambda path, **kw: kept.append(path)))
+    try:
+        res = _tiny("relay", journal=True)
+        _assert_complete(res)
+        assert res.acked == res.reports_sent and res.spec.label.endswith("+journal")
+        # the run's relay journaled every report it acknowledged, in a journal of its own
+        (journal_dir,) = kept
+        journal = Journal(Path(journal_dir) / "relay.sqlite3")
+        seqs = journal.db.execute("SELECT sum(last_seq - first_seq + 1) FROM inputs WHERE kind = 'batch'")
+        assert seqs.fetchone()[0] == res.reports_sent
+        journal.close()
+        _tiny("tcp", journal=True)  # a baseline keeps no journal
+        assert len(kept) == 1
+    finally:
+        for path in kept:
+            shutil.rmtree(path, ignore_errors=True)
+    specs = bench_relay.plan(_args("--quick", "--journal"), ["relay", "tcp"])
+    assert all(s.journal for s in specs) and {s.journaled for s in specs} == {True, False}
+    assert not any(s.journal for s in bench_relay.plan(_args("--quick"), ["relay"]))

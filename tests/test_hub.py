@@ -401,23 +401,28 @@ async def test_the_broadcast_budget_is_wider_while_the_relay_keeps_up_with_its_i
     for d in directs:
         hub.attach(direct_subscriber("msgpack", d, []), [])
     assert hub.broadcast_gap_ns() == 2_500_000
-    hub.behind = True
+    hub.input_waiting("node a", 3)
     assert hub.broadcast_gap_ns() == 10_000_000
+    # another node with nothing waiting does not make the relay look caught up
+    hub.input_waiting("node b", 0)
+    assert hub.behind and hub.broadcast_gap_ns() == 10_000_000
+    hub.input_waiting("node a", 0)  # a's frames read (or its session ended)
+    assert not hub.behind and hub.broadcast_gap_ns() == 2_500_000
 
     def frames() -> int:
         return len(directs[0].written)
 
     for behind, expect_sent in ((False, True), (True, False)):
-        hub.behind = False
         hub.publish([make_alert(1)])
         hub.flush_if_due()
         before = frames()
         now[0] += 3_000_000  # 3 ms later: past the keeping-up gap, inside the behind one
-        hub.behind = behind
+        hub.input_waiting("node a", int(behind))
         hub.publish([make_alert(2)])
         hub.flush_if_due()
         assert (frames() > before) is expect_sent, (behind, frames(), before)
         hub.flush()  # what the budget held back still goes out, nothing is lost
+        hub.input_waiting("node a", 0)
         now[0] += 20_000_000
     got = [a.alert_id for p in ws_payloads(directs[0].written) for a in decode_relay_to_subscriber(p).alerts]
     assert got == [1, 2, 1, 2]

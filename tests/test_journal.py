@@ -203,3 +203,39 @@ def test_a_journal_from_before_predict_inputs_is_migrated_without_loss(tmp_path)
     journal.record_tick(7, 8, [], kind="predict")
     assert [(r.kind, r.received_ns, r.fused_ns) for r in journal.inputs()] == [("tick", 5, 6), ("predict", 7, 8)]
     journal.close()
+
+
+def test_batches_are_durable_at_commit_and_a_failed_batch_leaves_its_group_intact(tmp_path) -> None:
+    import sqlite3
+    from types import SimpleNamespace
+
+    import pytest
+
+    path = tmp_path / "group.sqlite3"
+    journal = Journal(path)
+    reader = sqlite3.connect(path)
+
+    def alert(alert_id: int) -> SimpleNamespace:
+        return SimpleNamespace(alert_id=alert_id, event_id=1, kind=AlertKind.TRACK_UPDATE, msgpack=b"x")
+
+    def batch(seq: int, alert_ids: list[int]) -> None:
+        journal.record_batch(node_id="n", nation="KOR", payload=b"p", first_seq=seq, last_seq=seq,
+                             clock_offset_ns=0, clock_rtt_ns=0, received_ns=seq, fused_ns=seq,
+                             alerts=[alert(i) for i in alert_ids])
+
+    def committed() -> list[tuple[str, int | None]]:
+        return reader.execute("SELECT kind, last_seq FROM inputs ORDER BY id").fetchall()
+
+    batch(1, [1])
+    batch(2, [2])
+    assert journal.open and committed() == [], "nothing is durable before the commit"
+    with pytest.raises(sqlite3.IntegrityError):
+        batch(3, [3, 2])  # alert 2 again: this batch is refused whole, the group is kept
+    journal.commit()
+    assert not journal.open and committed() == [("batch", 1), ("batch", 2)]
+    assert reader.execute("SELECT alert_id FROM alerts").fetchall() == [(1,), (2,)]
+    batch(3, [3])
+    journal.record_tick(9, 9, [])  # a clock input commits the group before it, then itself
+    assert committed() == [("batch", 1), ("batch", 2), ("batch", 3), ("tick", None)]
+    reader.close()
+    journal.close()

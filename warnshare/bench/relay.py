@@ -112,6 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU placement: every system's server process on the highest core, the "
                         "benchmark (publishers and subscribers) on the others, the same for every "
                         "system; no effect with fewer than 2 cores (default: %(default)s)")
+    parser.add_argument("--journal", action="store_true",
+                        help="the relay journals every batch to a fresh SQLite journal in each run, "
+                        "as it is deployed (docker-compose.yml, `warnshare relay`); without it the "
+                        "relay keeps none, and its ratios are of the fusion and the fan-out alone")
     parser.add_argument("--profile", action="store_true",
                         help="one extra relay run at 1,000 reports/s to 100 subscribers under py-spy; "
                         "its summary goes to DIR/relay_profile.txt (needs --out and py-spy)")
@@ -138,7 +142,7 @@ def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
     duration, warmup = run_seconds(args)
     repeats = must_show_repeats(args)
     common = {"duration_s": duration, "warmup_s": warmup, "missiles": args.missiles,
-              "drain_timeout_s": drain_timeout(args, duration), **cpu_placement(args)}
+              "drain_timeout_s": drain_timeout(args, duration), **run_options(args)}
     specs: list[RunSpec] = []
     for rep in range(repeats):
         for scenario, (rate, subs) in (("rate1000_subs100", MUST_A), ("rate100_subs10", MUST_B)):
@@ -164,6 +168,11 @@ def plan(args: argparse.Namespace, systems: Sequence[str]) -> list[RunSpec]:
         skew = getattr(args, "skew", SKEW_S)
         specs.append(RunSpec("clock_skew", "relay", MUST_B[0], MUST_B[1], skew_s=skew, seed=1, **common))
     return specs
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """RunSpec's fields that every run of this invocation shares: CPU placement, the journal."""
+    return {**cpu_placement(args), "journal": bool(getattr(args, "journal", False))}
 
 
 def cpu_placement(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
@@ -569,7 +578,7 @@ def run_all(
         for k in range(sat_reps):
             spec = RunSpec("saturation", "relay", rate, args.saturation_subscribers, duration_s=duration,
                            warmup_s=warmup, repeat=k, missiles=args.missiles,
-                           drain_timeout_s=drain_timeout(args, duration), **cpu_placement(args))
+                           drain_timeout_s=drain_timeout(args, duration), **run_options(args))
             progress.start(spec.label + f" (saturation, run {k + 1} of {sat_reps})")
             res = runner(spec, host=args.host, progress=progress.update)
             results.append(res)
@@ -605,7 +614,7 @@ def profile_relay(args: argparse.Namespace) -> tuple[RunResult | None, str]:
         return None, "profile skipped: py-spy is not installed (pip install py-spy)"
     duration, warmup = run_seconds(args)
     spec = RunSpec("profile", "relay", MUST_A[0], MUST_A[1], duration_s=duration, warmup_s=warmup,
-                   missiles=args.missiles, drain_timeout_s=max(3.0, duration), **cpu_placement(args))
+                   missiles=args.missiles, drain_timeout_s=max(3.0, duration), **run_options(args))
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_progress:
         print(f"profiling {spec.label} with py-spy ...", file=sys.stderr)

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -58,12 +60,20 @@ class RunSpec:
     #: CPU placement (cpus.py): the server's cores and the load's; empty, the scheduler decides.
     server_cpus: tuple[int, ...] = ()
     load_cpus: tuple[int, ...] = ()
+    #: The relay journals every batch (a fresh SQLite journal per run), as it is deployed;
+    #: no effect on the baselines.
+    journal: bool = False
+
+    @property
+    def journaled(self) -> bool:
+        return self.journal and self.system == "relay"
 
     @property
     def label(self) -> str:
         stall = f" +{self.stalled} stalled" if self.stalled else ""
         skew = f" node clock {self.skew_s:+g} s" if self.skew_s else ""
-        return f"{self.system} {self.rate:g}/s x{self.subscribers}{stall}{skew}"
+        journal = " +journal" if self.journaled else ""
+        return f"{self.system} {self.rate:g}/s x{self.subscribers}{journal}{stall}{skew}"
 
     @property
     def skew_ns(self) -> tuple[int, ...]:
@@ -232,7 +242,9 @@ def _execute(
     t_wall = time.monotonic()
     with contextlib.suppress(OSError):
         res.load_average = round(os.getloadavg()[0], 2)
-    server = ServerProcess(spec.system, host=host, cpus=spec.server_cpus)
+    journal_dir = tempfile.mkdtemp(prefix="warnshare-bench-journal-") if spec.journaled else None
+    server = ServerProcess(spec.system, host=host, cpus=spec.server_cpus,
+                           journal_path=journal_dir and os.path.join(journal_dir, "relay.sqlite3"))
     try:
         server.start()
         n_reports = int(spec.rate * (spec.duration_s + spec.warmup_s))
@@ -292,5 +304,7 @@ def _execute(
         res.error = f"{type(exc).__name__}: {exc}"
     finally:
         server.stop()
+        if journal_dir:
+            shutil.rmtree(journal_dir, ignore_errors=True)
     res.wall_s = time.monotonic() - t_wall
     return res

@@ -61,6 +61,8 @@ def serve_asgi(app: object, sock: socket.socket) -> None:
 #: ``key=value,...`` of RelayConfig fields the benchmark's relay is started with (experiments:
 #: ``frames_per_s=20000``, ``direct_writes=0``); unset, the relay runs with its defaults.
 RELAY_CONFIG_ENV = "WARNSHARE_BENCH_RELAY_CONFIG"
+#: The path of the SQLite journal the benchmark's relay writes (unset: no journal).
+RELAY_JOURNAL_ENV = "WARNSHARE_BENCH_RELAY_JOURNAL"
 
 
 def relay_config(text: str = "") -> object:
@@ -87,10 +89,15 @@ def relay_config(text: str = "") -> object:
 
 
 def make_relay_app() -> object:
-    """The relay's ASGI app: its default configuration, or that with ``RELAY_CONFIG_ENV``'s fields."""
+    """The relay's ASGI app: its default configuration, or that with ``RELAY_CONFIG_ENV``'s
+    fields; journaling to ``RELAY_JOURNAL_ENV``'s path when it is set."""
+    import dataclasses
+
     from warnshare.relay.app import create_app
 
-    return create_app(relay_config(os.environ.get(RELAY_CONFIG_ENV, "")))
+    config = relay_config(os.environ.get(RELAY_CONFIG_ENV, ""))
+    journal = os.environ.get(RELAY_JOURNAL_ENV)
+    return create_app(dataclasses.replace(config, journal_path=journal) if journal else config)
 
 
 def serve_tcp(sock: socket.socket) -> None:
@@ -165,9 +172,11 @@ class ServerProcess:
     """One system under test in its own process; ``measure`` windows its CPU and memory."""
 
     def __init__(
-        self, system: str, host: str = "127.0.0.1", startup_timeout_s: float = 30.0, cpus: tuple[int, ...] = ()
+        self, system: str, host: str = "127.0.0.1", startup_timeout_s: float = 30.0, cpus: tuple[int, ...] = (),
+        journal_path: str | None = None,
     ) -> None:
         self.system = system
+        self.journal_path = journal_path  # the relay's journal (None: it keeps none)
         self.host = host
         self.cpus = tuple(cpus)  # the cores the server runs on (empty: wherever the scheduler puts it)
         self.startup_timeout_s = startup_timeout_s
@@ -191,6 +200,9 @@ class ServerProcess:
             _wait_port(self.host, self.port, self.proc, self.startup_timeout_s)
         else:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env.pop(RELAY_JOURNAL_ENV, None)
+            if self.journal_path:
+                env[RELAY_JOURNAL_ENV] = self.journal_path
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "warnshare.bench.servers", self.system, "--host", self.host],
                 stdout=subprocess.PIPE,

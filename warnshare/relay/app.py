@@ -232,6 +232,8 @@ class Relay:
         )
         self.replay_guards: dict[str, ReplayGuard] = {}
         self._after_handle: asyncio.Handle | None = None
+        #: Alerts of the batches ingested since the last ``commit``, in alert-id order.
+        self.uncommitted: list[EncodedAlert] = []
         #: Young-generation thresholds while the relay runs the collector itself (None: it
         #: does not; set by the app's lifespan, see ``RelayConfig.gc_control``).
         self.gc_thresholds: tuple[int, int] | None = None
@@ -247,11 +249,11 @@ class Relay:
     def ingest_batch(
         self, link: NodeLink, batch: ReportBatch, payload: bytes, received_ns: int
     ) -> Ack:
-        """Accept, journal, fuse and fan out one batch; the returned ack is safe to send."""
+        """Accept, fuse and journal one batch. Its alerts go out, and the returned ack may be
+        sent, after ``commit``: a node session commits once per group of frames it takes."""
         offset, rtt = link.clock.offset_ns, link.clock.rtt_ns
         accepted = accept_batch(link, batch, offset)
         self.last_ingest_s = time.monotonic()
-        encoded: list[EncodedAlert] = []
         if accepted.reports:
             alerts = self._fuse(
                 link, accepted.reports, accepted.node_sent_ns, received_ns, offset, rtt
@@ -271,11 +273,8 @@ class Relay:
                     fused_ns=fused_ns,
                     alerts=encoded,
                 )
-            self.hub.fan_out(encoded)
+            self.uncommitted += encoded
             self.metrics.report_count(link.nation).inc(len(accepted.reports))
-            if self._after_handle is None and (self.engine.predictions_due or self.gc_thresholds):
-                # after the broadcast this batch's alerts joined (queued first, runs first)
-                self._after_handle = asyncio.get_running_loop().call_soon(self._after_broadcast)
         if accepted.duplicates:
             self.metrics.duplicates.inc(accepted.duplicates)
         self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
@@ -283,6 +282,19 @@ class Relay:
         return construct(Ack, {
             "type": "ack", "acked_seq": accepted.acked_seq, "relay_received_ns": received_ns,
         })
+
+    def commit(self) -> None:
+        """Make the batches ingested since the last commit durable (one journal transaction),
+        then hand their alerts to the hub. Nothing of a batch reaches a subscriber, and its ack
+        is not sent, before this; a crash before it loses only batches nobody was told about."""
+        if self.journal:
+            self.journal.commit()
+        encoded, self.uncommitted = self.uncommitted, []
+        if encoded:
+            self.hub.fan_out(encoded)
+            if self._after_handle is None and (self.engine.predictions_due or self.gc_thresholds):
+                # after the broadcast these alerts joined (queued first, runs first)
+                self._after_handle = asyncio.get_running_loop().call_soon(self._after_broadcast)
 
     def _fuse(
         self,
@@ -348,6 +360,7 @@ class Relay:
         """Run one of the engine's inputs that take only the time (``tick`` or ``predict``),
         journal it (every one, alerts or not: replay needs them all to rebuild the state) and
         fan its alerts out."""
+        self.commit()  # the batches before it go first, in alert-id order
         now = time.time_ns()
         try:
             alerts = self._clock_step(kind)(now)
@@ -691,9 +704,13 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
 
         clock_task = asyncio.create_task(clock_exchange())
         while True:
-            waiting = relay.hub.behind = conn.frames_waiting()
+            waiting = conn.frames_waiting()
+            relay.hub.input_waiting(conn, waiting)
             if pending_ack is not None and (grouped >= relay.config.ack_group_max or not waiting):
-                relay.hub.flush_if_due()  # the alerts go out before the ack
+                # The group's batches are durable, then their alerts go out, then the ack. Until
+                # then nothing is awaited: the next frames are already received.
+                relay.commit()
+                relay.hub.flush_if_due()
                 await conn.send(pending_ack)
                 pending_ack, grouped = None, 0
                 # Frames already queued are read without suspending: yield once per group so the
@@ -724,6 +741,7 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
                     relay.metrics.clock_offset.labels(link.node_id).set(link.clock.offset_ns / 1e9)
                     relay.metrics.clock_rtt.labels(link.node_id).set(link.clock.rtt_ns / 1e9)
             elif isinstance(msg, TimeRequest):
+                relay.commit()  # before anything is awaited (the group's ack waits for its turn)
                 await conn.send(
                     TimeReply(id=msg.id, t1_ns=msg.t1_ns, t2_ns=received_ns, t3_ns=time.time_ns())
                 )
@@ -732,22 +750,41 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     except ProtocolError as exc:
         relay.metrics.rejected.labels(exc.code.value).inc()
         log.warning("node %s: %s", link.node_id if link else "?", exc)
-        if pending_ack is not None:  # what was accepted before the bad frame stays accepted
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.send(pending_ack), 2.0)
+        await _ack_accepted(relay, conn, pending_ack)
         await conn.fail(exc)
     except WebSocketDisconnect:
         pass
     except Exception:  # a fault here must cost this connection only, never the relay
         log.exception("node %s: internal error", link.node_id if link else "?")
         relay.metrics.rejected.labels(ErrorCode.INTERNAL.value).inc()
+        await _ack_accepted(relay, conn, pending_ack)
         await conn.fail(ProtocolError(ErrorCode.INTERNAL, "internal error; reconnect and resend"))
     finally:
+        # the peer went away in the middle of a group: what was accepted is fused, its alerts go
+        # out (unacknowledged, the node sends it again and the copies are dropped)
+        try:
+            relay.commit()
+        except Exception:
+            log.exception("journal commit failed")
+        relay.hub.input_waiting(conn, 0)
         if clock_task:
             clock_task.cancel()
         if link is not None and link.connection is conn:
             link.connection = None
         relay.metrics.nodes.dec()
+
+
+async def _ack_accepted(relay: Relay, conn: _Conn, pending_ack: Ack | None) -> None:
+    """Before a node's connection is closed on an error: what was accepted before the bad frame
+    stays accepted. The group is committed and, if that worked, acknowledged."""
+    try:
+        relay.commit()
+    except Exception:  # the journal failed: nothing of the group may be acknowledged
+        log.exception("journal commit failed")
+        return
+    if pending_ack is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.send(pending_ack), 2.0)
 
 
 def _authenticate_hello(relay: Relay, hello: Hello) -> str | None:

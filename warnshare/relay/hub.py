@@ -229,8 +229,9 @@ class Hub:
         #: Frames a second the broadcast may send while the relay keeps up with its input
         #: (None: ``frames_per_s``): then the CPU a broadcast takes delays no waiting report.
         self.broadcast_frames_per_s = broadcast_frames_per_s or frames_per_s
-        #: Set by the relay: some node's next frames were already waiting when it last looked.
-        self.behind = False
+        #: The node sessions whose next frames were already waiting when they last looked
+        #: (``input_waiting``): while there is one, the relay is behind its input.
+        self.waiting_sources: set[object] = set()
         #: ``older(after_alert_id) -> list[EncodedAlert]``: alerts the ring no longer holds.
         self.older = older
         self.subscribers: set[Subscriber] = set()
@@ -250,6 +251,18 @@ class Hub:
         self.broadcasts = 0
         self.direct_frames = 0
         self.last_broadcast_ns = 0
+
+    @property
+    def behind(self) -> bool:
+        return bool(self.waiting_sources)
+
+    def input_waiting(self, source: object, frames: int) -> None:
+        """A node session says how many of its frames are received and not yet read (0 also
+        when it ends): the relay is behind while any session has some, whoever looked last."""
+        if frames:
+            self.waiting_sources.add(source)
+        else:
+            self.waiting_sources.discard(source)
 
     def broadcast_gap_ns(self) -> int:
         """Least gap between two broadcasts: the direct subscribers' share of the frame budget

@@ -6,6 +6,11 @@ the clock offset used and the relay's stamps), a tick or a run of the due impact
 before it is acknowledged and before its alerts reach any subscriber, so a ``kill -9`` loses
 nothing that anyone was told about: the node re-sends what was not acknowledged, and replaying
 the inputs through a fresh engine rebuilds the same state and the same alerts.
+
+Batches are written into an open transaction and made durable together by ``commit`` (group
+commit): the relay commits once per group of a node's frames that it takes together, before
+their ack and their alerts leave. A commit costs more than the inserts of a batch, so a relay
+that falls behind its input commits less often per batch, not more.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class Journal:
         # NORMAL: a commit survives the process being killed (the WAL is in the OS's hands);
         # only a power cut between checkpoints could lose the newest commits.
         self.db.execute("PRAGMA synchronous=NORMAL")
+        #: A transaction is open: batches written since the last ``commit``.
+        self.open = False
         self._migrate()
         self.db.executescript(SCHEMA)
 
@@ -91,26 +98,53 @@ class Journal:
         fused_ns: int,
         alerts: list,
     ) -> None:
-        with self._transaction():
-            self.db.execute(
-                "INSERT INTO inputs (kind, node_id, nation, payload, first_seq, last_seq, clock_offset_ns,"
-                " clock_rtt_ns, received_ns, fused_ns) VALUES ('batch', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    node_id,
-                    nation,
-                    payload,
-                    first_seq,
-                    last_seq,
-                    clock_offset_ns,
-                    clock_rtt_ns,
-                    received_ns,
-                    fused_ns,
-                ),
-            )
-            self._insert_alerts(alerts)
+        """Write one batch and its alerts into the open transaction (opened here if none is):
+        durable at the next ``commit``."""
+        if not self.open:
+            self.db.execute("BEGIN")
+            self.open = True
+        # a batch is all or nothing within its group
+        self.db.execute("SAVEPOINT batch")
+        try:
+            self._insert_batch(node_id, nation, payload, first_seq, last_seq, clock_offset_ns,
+                               clock_rtt_ns, received_ns, fused_ns, alerts)
+        except BaseException:
+            self.db.execute("ROLLBACK TO batch")
+            self.db.execute("RELEASE batch")
+            raise
+        self.db.execute("RELEASE batch")
+
+    def _insert_batch(
+        self, node_id: str, nation: str, payload: bytes, first_seq: int, last_seq: int,
+        clock_offset_ns: int, clock_rtt_ns: int, received_ns: int, fused_ns: int, alerts: list,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO inputs (kind, node_id, nation, payload, first_seq, last_seq, clock_offset_ns,"
+            " clock_rtt_ns, received_ns, fused_ns) VALUES ('batch', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                node_id,
+                nation,
+                payload,
+                first_seq,
+                last_seq,
+                clock_offset_ns,
+                clock_rtt_ns,
+                received_ns,
+                fused_ns,
+            ),
+        )
+        self._insert_alerts(alerts)
+
+    def commit(self) -> None:
+        """Make every batch written since the last commit durable (nothing to do if none was)."""
+        if self.open:
+            self.db.execute("COMMIT")
+            self.open = False
 
     def record_tick(self, now_ns: int, fused_ns: int, alerts: list, kind: str = "tick") -> None:
-        """A clock input: a ``tick`` or a ``predict`` (the engine's ``predict_due``)."""
+        """A clock input: a ``tick`` or a ``predict`` (the engine's ``predict_due``), committed
+        at once (after the batches before it: inputs stay in the order the engine saw them)."""
+        self.commit()
         with self._transaction():
             self.db.execute(
                 "INSERT INTO inputs (kind, received_ns, fused_ns, clock_offset_ns, clock_rtt_ns) VALUES (?, ?, ?, 0, 0)",
