@@ -239,3 +239,27 @@ def test_batches_are_durable_at_commit_and_a_failed_batch_leaves_its_group_intac
     assert committed() == [("batch", 1), ("batch", 2), ("batch", 3), ("tick", None)]
     reader.close()
     journal.close()
+
+
+def test_the_wal_is_checkpointed_by_a_thread_of_its_own_not_by_a_commit(tmp_path) -> None:
+    import os
+    from types import SimpleNamespace
+
+    path = tmp_path / "ckpt.sqlite3"
+    journal = Journal(path, checkpoint_interval_s=0.05)
+    assert journal.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    empty = os.path.getsize(path)
+    for seq in range(1, 301):
+        alert = SimpleNamespace(alert_id=seq, event_id=1, kind=AlertKind.TRACK_UPDATE, msgpack=bytes(1000))
+        journal.record_batch(node_id="n", nation="KOR", payload=bytes(500), first_seq=seq, last_seq=seq,
+                             clock_offset_ns=0, clock_rtt_ns=0, received_ns=seq, fused_ns=seq, alerts=[alert])
+        if seq % 10 == 0:
+            journal.commit()
+    deadline = time.monotonic() + 10
+    while (journal.checkpointer.checkpoints < 2 or os.path.getsize(path) <= empty) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # the committed pages reached the database file itself, with no commit doing it
+    assert journal.checkpointer.checkpoints >= 2 and os.path.getsize(path) > empty + 300 * 1500
+    journal.close()
+    assert not journal.checkpointer._thread.is_alive()
+    assert Journal(path).counts() == {"inputs": 300, "alerts": 300}
