@@ -263,3 +263,60 @@ def test_the_wal_is_checkpointed_by_a_thread_of_its_own_not_by_a_commit(tmp_path
     journal.close()
     assert not journal.checkpointer._thread.is_alive()
     assert Journal(path).counts() == {"inputs": 300, "alerts": 300}
+
+
+async def test_a_failed_journal_stops_the_input_and_a_restart_takes_it_up_where_it_was(tmp_path) -> None:
+    """Fail-stop: a batch the relay could not journal is never acknowledged nor shown, nodes are
+    refused until a restart, and the restarted relay (replaying its journal) asks for it again."""
+    import sqlite3
+
+    from warnshare.protocol import Hello, Nation, ReportBatch, decode_relay_to_node, encode
+
+    path = tmp_path / "relay.sqlite3"
+    reports = national_reports(STATES, Nation.USA, track_number=7)[:5]
+
+    async def session(url: str) -> tuple[websockets.ClientConnection, object]:
+        ws = await websockets.connect(f"{url}/v1/ingest")
+        await ws.send(encode(Hello(protocol_version=1, nation=Nation.USA, node_id="usa-f", sent_ns=time.time_ns())))
+        return ws, decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))
+
+    async def send(ws: websockets.ClientConnection, k: int) -> object:
+        """Send report k; the relay's answer to it (its clock requests passed over)."""
+        await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=[reports[k]])))
+        while (msg := decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))).type == "time_request":
+            pass
+        return msg
+
+    running = start_relay(RelayConfig(journal_path=str(path)))
+    try:
+        ws, welcome = await session(running.ws_url)
+        assert welcome.type == "welcome" and welcome.last_acked_seq == 0
+        for k in range(3):
+            assert (await send(ws, k)).acked_seq == reports[k].seq
+        shown = running.relay.hub.last_alert_id
+
+        def broken(*args: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        running.relay.journal._insert_batch = broken  # the disk fails
+        refused = await send(ws, 3)
+        assert refused.type == "error" and refused.code.value == "INTERNAL" and "journal" in refused.message
+        await ws.close()
+        assert running.relay.hub.last_alert_id == shown, "nothing of the batch was shown"
+        health = httpx.get(f"{running.http_url}/healthz", timeout=5)
+        assert health.status_code == 503 and health.json()["status"] == "journal failed"
+        # a node that reconnects is refused: a welcome could not say which seqs are durable
+        ws, answer = await session(running.ws_url)
+        assert answer.type == "error" and "journal" in answer.message
+        await ws.close()
+    finally:
+        running.stop()
+    running = start_relay(RelayConfig(journal_path=str(path)))
+    try:
+        ws, welcome = await session(running.ws_url)
+        assert welcome.last_acked_seq == reports[2].seq, "the refused batch is asked for again"
+        assert (await send(ws, 3)).acked_seq == reports[3].seq
+        assert running.relay.hub.last_alert_id > shown
+        await ws.close()
+    finally:
+        running.stop()

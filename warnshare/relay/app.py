@@ -12,13 +12,14 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Query, WebSocket
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -182,6 +183,11 @@ class RelayMetrics:
         self.replayed_inputs = Gauge(
             "warnshare_journal_replayed_inputs", "Journal inputs replayed at start-up", registry=r
         )
+        self.journal_failed = Gauge(
+            "warnshare_journal_failed",
+            "1 once the journal failed: the relay then accepts nothing until restarted",
+            registry=r,
+        )
         self.replay_mismatches = Gauge(
             "warnshare_journal_replay_mismatches",
             "Replayed alerts that differ from the journal",
@@ -196,7 +202,7 @@ class RelayMetrics:
         )
         self.ingest_seconds = Histogram(
             "warnshare_batch_processing_seconds",
-            "Receipt of a report batch to its alerts handed to the hub",
+            "Receipt of a report batch to its alerts made and journaled (committed with its group)",
             buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
             registry=r,
         )
@@ -234,6 +240,9 @@ class Relay:
         self._after_handle: asyncio.Handle | None = None
         #: Alerts of the batches ingested since the last ``commit``, in alert-id order.
         self.uncommitted: list[EncodedAlert] = []
+        #: Why the journal failed, if it did: the relay then accepts and acknowledges nothing
+        #: more, and issues nothing more, until it is restarted (and replays its journal).
+        self.journal_error: str | None = None
         #: Young-generation thresholds while the relay runs the collector itself (None: it
         #: does not; set by the app's lifespan, see ``RelayConfig.gc_control``).
         self.gc_thresholds: tuple[int, int] | None = None
@@ -251,6 +260,8 @@ class Relay:
     ) -> Ack:
         """Accept, fuse and journal one batch. Its alerts go out, and the returned ack may be
         sent, after ``commit``: a node session commits once per group of frames it takes."""
+        if self.journal_error:
+            raise self._journal_refusal()
         offset, rtt = link.clock.offset_ns, link.clock.rtt_ns
         accepted = accept_batch(link, batch, offset)
         self.last_ingest_s = time.monotonic()
@@ -261,7 +272,8 @@ class Relay:
             fused_ns = time.time_ns()
             encoded = self._stamp(alerts, fused_ns)
             if self.journal:
-                self.journal.record_batch(
+                self._journal(
+                    self.journal.record_batch,
                     node_id=link.node_id,
                     nation=link.nation.value,
                     payload=payload,
@@ -287,14 +299,37 @@ class Relay:
         """Make the batches ingested since the last commit durable (one journal transaction),
         then hand their alerts to the hub. Nothing of a batch reaches a subscriber, and its ack
         is not sent, before this; a crash before it loses only batches nobody was told about."""
+        if self.journal_error:
+            raise self._journal_refusal()
         if self.journal:
-            self.journal.commit()
+            self._journal(self.journal.commit)
         encoded, self.uncommitted = self.uncommitted, []
         if encoded:
             self.hub.fan_out(encoded)
             if self._after_handle is None and (self.engine.predictions_due or self.gc_thresholds):
                 # after the broadcast these alerts joined (queued first, runs first)
                 self._after_handle = asyncio.get_running_loop().call_soon(self._after_broadcast)
+
+    def _journal(self, write: Callable[..., None], **kw: Any) -> None:
+        """One journal write; a failure of the journal stops the relay's input (fail-stop): what
+        it fused and could not journal is never acknowledged nor shown, so the nodes keep it,
+        and a restarted relay, replaying the journal, is where it was before."""
+        try:
+            write(**kw)
+        except sqlite3.Error as exc:
+            self.journal_error = f"{type(exc).__name__}: {exc}"
+            self.uncommitted.clear()
+            self.metrics.journal_failed.set(1)
+            log.critical("journal %s failed (%s): the relay accepts nothing more until it is "
+                         "restarted", self.config.journal_path, self.journal_error)
+            raise self._journal_refusal() from exc
+
+    def _journal_refusal(self) -> ProtocolError:
+        return ProtocolError(
+            ErrorCode.INTERNAL,
+            f"the relay's journal failed ({self.journal_error}); it accepts nothing until it is "
+            "restarted: keep the reports and resend them then",
+        )
 
     def _fuse(
         self,
@@ -360,7 +395,10 @@ class Relay:
         """Run one of the engine's inputs that take only the time (``tick`` or ``predict``),
         journal it (every one, alerts or not: replay needs them all to rebuild the state) and
         fan its alerts out."""
-        self.commit()  # the batches before it go first, in alert-id order
+        try:
+            self.commit()  # the batches before it go first, in alert-id order
+        except ProtocolError:
+            return  # a failed journal: no more inputs (the engine would run ahead of it)
         now = time.time_ns()
         try:
             alerts = self._clock_step(kind)(now)
@@ -371,7 +409,11 @@ class Relay:
         fused_ns = time.time_ns()
         encoded = self._stamp(alerts, fused_ns)
         if self.journal:
-            self.journal.record_tick(now, fused_ns, encoded, kind=kind)
+            try:
+                self._journal(self.journal.record_tick, now_ns=now, fused_ns=fused_ns,
+                              alerts=encoded, kind=kind)
+            except ProtocolError:
+                return  # logged: its alerts are not shown
         self.hub.fan_out(encoded)
 
     def _clock_step(self, kind: str) -> Callable[[int], list[Alert]]:
@@ -563,18 +605,20 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
     app.state.relay = relay
     app.add_middleware(ServerSend)
 
-    @app.get("/healthz", summary="Liveness and a few counters")
-    async def healthz() -> dict[str, Any]:
-        return {
-            "status": "ok",
+    @app.get("/healthz", summary="Liveness and a few counters (503 once the journal failed)")
+    async def healthz() -> Any:
+        body = {
+            "status": "journal failed" if relay.journal_error else "ok",
             "protocol_version": PROTOCOL_VERSION,
             "uptime_s": round((time.time_ns() - relay.started_ns) / 1e9, 3),
             "nodes_connected": sum(1 for n in relay.nodes.links.values() if n.connection),
             "subscribers": len(relay.hub.subscribers),
             "last_alert_id": relay.hub.last_alert_id,
             "journal": relay.config.journal_path is not None,
+            "journal_error": relay.journal_error,
             "authentication": relay.config.trust is not None,
         }
+        return JSONResponse(body, status_code=503) if relay.journal_error else body
 
     @app.get("/v1/events", response_model=list[EventSummary], summary="Current fused events")
     async def events() -> list[EventSummary]:
@@ -676,6 +720,9 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
         hello = _decode_node(data)
         if not isinstance(hello, Hello):
             raise ProtocolError(ErrorCode.HELLO_REQUIRED, "the first frame must be a hello")
+        if relay.journal_error:
+            # its welcome would say which seqs are durable, and the journal cannot tell
+            raise relay._journal_refusal()
         key_id = _authenticate_hello(relay, hello)
         link = relay.nodes.hello(hello)
         link.key_id = key_id
@@ -764,8 +811,10 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
         # out (unacknowledged, the node sends it again and the copies are dropped)
         try:
             relay.commit()
+        except ProtocolError:
+            pass  # the journal failed (logged where it did): nothing more goes out
         except Exception:
-            log.exception("journal commit failed")
+            log.exception("commit failed")
         relay.hub.input_waiting(conn, 0)
         if clock_task:
             clock_task.cancel()
@@ -779,8 +828,10 @@ async def _ack_accepted(relay: Relay, conn: _Conn, pending_ack: Ack | None) -> N
     stays accepted. The group is committed and, if that worked, acknowledged."""
     try:
         relay.commit()
-    except Exception:  # the journal failed: nothing of the group may be acknowledged
-        log.exception("journal commit failed")
+    except ProtocolError:  # the journal failed: nothing of the group may be acknowledged
+        return
+    except Exception:
+        log.exception("commit failed")
         return
     if pending_ack is not None:
         with contextlib.suppress(Exception):
