@@ -320,3 +320,31 @@ async def test_a_failed_journal_stops_the_input_and_a_restart_takes_it_up_where_
         await ws.close()
     finally:
         running.stop()
+
+
+def test_under_sustained_writes_the_wal_starts_over_instead_of_growing(tmp_path) -> None:
+    """A checkpoint beside the writer never catches up with it; past ``wal_restart_bytes`` the
+    writer completes one itself, and the WAL file is cut back to that size."""
+    import os
+    from types import SimpleNamespace
+
+    path = tmp_path / "wal.sqlite3"
+    limit = 256 << 10
+    journal = Journal(path, checkpoint_interval_s=0.01, wal_restart_bytes=limit)
+    written = 0
+    deadline = time.monotonic() + 20
+    seq = 0
+    while (journal.writer_checkpoints < 3 or written < 40 * limit) and time.monotonic() < deadline:
+        for _ in range(4):
+            seq += 1
+            alert = SimpleNamespace(alert_id=seq, event_id=1, kind=AlertKind.TRACK_UPDATE, msgpack=bytes(1000))
+            journal.record_batch(node_id="n", nation="KOR", payload=bytes(500), first_seq=seq, last_seq=seq,
+                                 clock_offset_ns=0, clock_rtt_ns=0, received_ns=seq, fused_ns=seq, alerts=[alert])
+            written += 1500
+        journal.commit()
+    assert journal.writer_checkpoints >= 3, "the writer never had to complete a checkpoint"
+    # A WAL that never starts over holds ~3 times what is written (each commit rewrites whole
+    # pages); this one holds what was written since the last restart, whatever the total.
+    assert written >= 40 * limit and os.path.getsize(f"{path}-wal") < written / 2
+    journal.close()
+    assert Journal(path).counts() == {"inputs": seq, "alerts": seq}

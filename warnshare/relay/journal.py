@@ -14,7 +14,11 @@ that falls behind its input commits less often per batch, not more.
 
 The WAL is checkpointed into the database by a thread of its own (``Checkpointer``), not by
 the commit that happens to cross SQLite's threshold: that commit would stop the relay's event
-loop for the copy and its fsync (up to 12 ms measured, every ~4 MB of journal).
+loop for the copy and its fsync (up to 12 ms measured, every ~4 MB of journal). A checkpoint
+that runs beside the writer never catches up with it under sustained load, though, and SQLite
+starts the WAL over only once one has: so when the WAL passes ``wal_restart_bytes`` the writer
+finishes the job itself after a commit (the thread has copied all but the last fraction of a
+second), and the file is cut back to that size when the WAL starts over.
 """
 
 from __future__ import annotations
@@ -75,6 +79,10 @@ class Checkpointer:
         self.path = path
         self.interval_s = interval_s
         self.checkpoints = 0
+        #: Pages in the WAL at the last checkpoint, and whether one finished since the writer
+        #: last looked (its own checkpoint then has only the pages written meanwhile to copy).
+        self.wal_pages = 0
+        self.finished = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
         self._thread.start()
@@ -84,8 +92,9 @@ class Checkpointer:
         try:
             while not self._stop.wait(self.interval_s):
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    ((_busy, self.wal_pages, _copied),) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     self.checkpoints += 1
+                    self.finished.set()
                 except sqlite3.Error:  # never the end of the journal: the next one retries
                     log.exception("journal checkpoint failed")
         finally:
@@ -99,7 +108,9 @@ class Checkpointer:
 class Journal:
     """Append-only input and alert log. One writer (the relay's event loop)."""
 
-    def __init__(self, path: str | Path, checkpoint_interval_s: float = 0.5) -> None:
+    def __init__(
+        self, path: str | Path, checkpoint_interval_s: float = 0.5, wal_restart_bytes: int = 64 << 20
+    ) -> None:
         self.path = Path(path)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -108,8 +119,13 @@ class Journal:
         self.db.execute("PRAGMA synchronous=NORMAL")
         # no checkpoint inside a commit: the Checkpointer does them, from the first commit on
         self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.db.execute(f"PRAGMA journal_size_limit={int(wal_restart_bytes)}")
         self.checkpoint_interval_s = checkpoint_interval_s
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        self._restart_pages = wal_restart_bytes // page
         self.checkpointer: Checkpointer | None = None
+        #: Checkpoints the writer ran itself to let a large WAL start over.
+        self.writer_checkpoints = 0
         #: A transaction is open: batches written since the last ``commit``.
         self.open = False
         self._migrate()
@@ -183,7 +199,14 @@ class Journal:
         if self.open:
             self.db.execute("COMMIT")
             self.open = False
-            self._checkpoints()
+            cp = self._checkpoints()
+            if cp.wal_pages > self._restart_pages and cp.finished.is_set():
+                # The thread's checkpoint has just caught up to within what was written while it
+                # ran; nobody writes while the writer checkpoints, so this one completes (or, if
+                # the thread's next has begun, returns at once) and the WAL can start over.
+                cp.finished.clear()
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.writer_checkpoints += 1
 
     def record_tick(self, now_ns: int, fused_ns: int, alerts: list, kind: str = "tick") -> None:
         """A clock input: a ``tick`` or a ``predict`` (the engine's ``predict_due``), committed
@@ -197,10 +220,11 @@ class Journal:
             self._insert_alerts(alerts)
         self._checkpoints()
 
-    def _checkpoints(self) -> None:
+    def _checkpoints(self) -> Checkpointer:
         """From the first commit on, the WAL is checkpointed in the background."""
         if self.checkpointer is None:
             self.checkpointer = Checkpointer(self.path, self.checkpoint_interval_s)
+        return self.checkpointer
 
     def _insert_alerts(self, alerts: list) -> None:
         if alerts:
