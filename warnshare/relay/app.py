@@ -261,7 +261,7 @@ class Relay:
         """Accept, fuse and journal one batch. Its alerts go out, and the returned ack may be
         sent, after ``commit``: a node session commits once per group of frames it takes."""
         if self.journal_error:
-            raise self._journal_refusal()
+            raise self.journal_refusal()
         offset, rtt = link.clock.offset_ns, link.clock.rtt_ns
         accepted = accept_batch(link, batch, offset)
         self.last_ingest_s = time.monotonic()
@@ -300,7 +300,7 @@ class Relay:
         then hand their alerts to the hub. Nothing of a batch reaches a subscriber, and its ack
         is not sent, before this; a crash before it loses only batches nobody was told about."""
         if self.journal_error:
-            raise self._journal_refusal()
+            raise self.journal_refusal()
         if self.journal:
             self._journal(self.journal.commit)
         encoded, self.uncommitted = self.uncommitted, []
@@ -322,9 +322,10 @@ class Relay:
             self.metrics.journal_failed.set(1)
             log.critical("journal %s failed (%s): the relay accepts nothing more until it is "
                          "restarted", self.config.journal_path, self.journal_error)
-            raise self._journal_refusal() from exc
+            raise self.journal_refusal() from exc
 
-    def _journal_refusal(self) -> ProtocolError:
+    def journal_refusal(self) -> ProtocolError:
+        """The error every node gets once the journal failed."""
         return ProtocolError(
             ErrorCode.INTERNAL,
             f"the relay's journal failed ({self.journal_error}); it accepts nothing until it is "
@@ -722,7 +723,7 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
             raise ProtocolError(ErrorCode.HELLO_REQUIRED, "the first frame must be a hello")
         if relay.journal_error:
             # its welcome would say which seqs are durable, and the journal cannot tell
-            raise relay._journal_refusal()
+            raise relay.journal_refusal()
         key_id = _authenticate_hello(relay, hello)
         link = relay.nodes.hello(hello)
         link.key_id = key_id
