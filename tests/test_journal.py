@@ -205,9 +205,19 @@ def test_a_journal_from_before_predict_inputs_is_migrated_without_loss(tmp_path)
     journal.close()
 
 
+def _write_batch(journal: Journal, seq: int, alert_ids: list[int], payload: bytes = b"p",
+                 body: bytes = b"x") -> None:
+    """Journal node "n"'s batch ``seq`` with alerts ``alert_ids`` (stand-ins with a body)."""
+    from types import SimpleNamespace
+
+    alerts = [SimpleNamespace(alert_id=i, event_id=1, kind=AlertKind.TRACK_UPDATE, msgpack=body)
+              for i in alert_ids]
+    journal.record_batch(node_id="n", nation="KOR", payload=payload, first_seq=seq, last_seq=seq,
+                         clock_offset_ns=0, clock_rtt_ns=0, received_ns=seq, fused_ns=seq, alerts=alerts)
+
+
 def test_batches_are_durable_at_commit_and_a_failed_batch_leaves_its_group_intact(tmp_path) -> None:
     import sqlite3
-    from types import SimpleNamespace
 
     import pytest
 
@@ -215,13 +225,8 @@ def test_batches_are_durable_at_commit_and_a_failed_batch_leaves_its_group_intac
     journal = Journal(path)
     reader = sqlite3.connect(path)
 
-    def alert(alert_id: int) -> SimpleNamespace:
-        return SimpleNamespace(alert_id=alert_id, event_id=1, kind=AlertKind.TRACK_UPDATE, msgpack=b"x")
-
     def batch(seq: int, alert_ids: list[int]) -> None:
-        journal.record_batch(node_id="n", nation="KOR", payload=b"p", first_seq=seq, last_seq=seq,
-                             clock_offset_ns=0, clock_rtt_ns=0, received_ns=seq, fused_ns=seq,
-                             alerts=[alert(i) for i in alert_ids])
+        _write_batch(journal, seq, alert_ids)
 
     def committed() -> list[tuple[str, int | None]]:
         return reader.execute("SELECT kind, last_seq FROM inputs ORDER BY id").fetchall()
@@ -243,16 +248,13 @@ def test_batches_are_durable_at_commit_and_a_failed_batch_leaves_its_group_intac
 
 def test_the_wal_is_checkpointed_by_a_thread_of_its_own_not_by_a_commit(tmp_path) -> None:
     import os
-    from types import SimpleNamespace
 
     path = tmp_path / "ckpt.sqlite3"
     journal = Journal(path, checkpoint_interval_s=0.05)
     assert journal.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     empty = os.path.getsize(path)
     for seq in range(1, 301):
-        alert = SimpleNamespace(alert_id=seq, event_id=1, kind=AlertKind.TRACK_UPDATE, msgpack=bytes(1000))
-        journal.record_batch(node_id="n", nation="KOR", payload=bytes(500), first_seq=seq, last_seq=seq,
-                             clock_offset_ns=0, clock_rtt_ns=0, received_ns=seq, fused_ns=seq, alerts=[alert])
+        _write_batch(journal, seq, [seq], payload=bytes(500), body=bytes(1000))
         if seq % 10 == 0:
             journal.commit()
     deadline = time.monotonic() + 10
@@ -326,7 +328,6 @@ def test_under_sustained_writes_the_wal_starts_over_instead_of_growing(tmp_path)
     """A checkpoint beside the writer never catches up with it; past ``wal_restart_bytes`` the
     writer completes one itself, and the WAL file is cut back to that size."""
     import os
-    from types import SimpleNamespace
 
     path = tmp_path / "wal.sqlite3"
     limit = 256 << 10
@@ -337,9 +338,7 @@ def test_under_sustained_writes_the_wal_starts_over_instead_of_growing(tmp_path)
     while (journal.writer_checkpoints < 3 or written < 40 * limit) and time.monotonic() < deadline:
         for _ in range(4):
             seq += 1
-            alert = SimpleNamespace(alert_id=seq, event_id=1, kind=AlertKind.TRACK_UPDATE, msgpack=bytes(1000))
-            journal.record_batch(node_id="n", nation="KOR", payload=bytes(500), first_seq=seq, last_seq=seq,
-                                 clock_offset_ns=0, clock_rtt_ns=0, received_ns=seq, fused_ns=seq, alerts=[alert])
+            _write_batch(journal, seq, [seq], payload=bytes(500), body=bytes(1000))
             written += 1500
         journal.commit()
     assert journal.writer_checkpoints >= 3, "the writer never had to complete a checkpoint"

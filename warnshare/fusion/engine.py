@@ -49,13 +49,11 @@ _IU = np.triu_indices(6)
 _IU_FLAT = np.ravel_multi_index(_IU, (6, 6))
 #: the latest phase any live member reports wins
 _PHASE_RANK = {FlightPhase.BOOST: 0, FlightPhase.MIDCOURSE: 1, FlightPhase.TERMINAL: 2}
-#: a model from already-valid fields (``protocol.construct``): every alert is built so
-_model = construct
 
 
 def _construct(cls, **fields):
-    """``_model`` with the fields as keywords."""
-    return _model(cls, fields)
+    """``protocol.construct`` with the fields as keywords."""
+    return construct(cls, fields)
 
 
 def _fused_state(t_ns: int, xl: list[float], cov: list[float], quality: int,
@@ -1143,11 +1141,11 @@ class FusionEngine:
         """``_alert`` for the TRACK_UPDATE every report makes, written out (the same fields)."""
         aid = self._next_alert_id(event)
         measured, sent, received, nation, offset, rtt = hops
-        h = _model(Hops, {
+        h = construct(Hops, {
             "measured_ns": measured, "node_sent_ns": sent, "relay_received_ns": received,
             "fused_ns": received, "source_nation": nation, "clock_offset_ns": offset, "clock_rtt_ns": rtt,
         })
-        return _model(Alert, {
+        return construct(Alert, {
             "type": "alert", "alert_id": aid, "event_id": event.event_id, "kind": AlertKind.TRACK_UPDATE,
             "issued_ns": received_ns, "state": event.state, "launch": event.launch,
             "impact": event.impact_estimate, "impact_area": event.impact_area,

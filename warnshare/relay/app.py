@@ -810,12 +810,7 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
     finally:
         # the peer went away in the middle of a group: what was accepted is fused, its alerts go
         # out (unacknowledged, the node sends it again and the copies are dropped)
-        try:
-            relay.commit()
-        except ProtocolError:
-            pass  # the journal failed (logged where it did): nothing more goes out
-        except Exception:
-            log.exception("commit failed")
+        _commit(relay)
         relay.hub.input_waiting(conn, 0)
         if clock_task:
             clock_task.cancel()
@@ -824,16 +819,24 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
         relay.metrics.nodes.dec()
 
 
+def _commit(relay: Relay) -> bool:
+    """``relay.commit()`` on the way out of a node session: whether it worked. A failed journal
+    (logged where it failed) or any other fault must not keep the session from closing."""
+    try:
+        relay.commit()
+    except ProtocolError:
+        return False
+    except Exception:
+        log.exception("commit failed")
+        return False
+    return True
+
+
 async def _ack_accepted(relay: Relay, conn: _Conn, pending_ack: Ack | None) -> None:
     """Before a node's connection is closed on an error: what was accepted before the bad frame
     stays accepted. The group is committed and, if that worked, acknowledged."""
-    try:
-        relay.commit()
-    except ProtocolError:  # the journal failed: nothing of the group may be acknowledged
-        return
-    except Exception:
-        log.exception("commit failed")
-        return
+    if not _commit(relay):
+        return  # nothing of the group may be acknowledged
     if pending_ack is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.send(pending_ack), 2.0)
