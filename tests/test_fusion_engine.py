@@ -537,3 +537,73 @@ def test_no_impact_prediction_from_a_climbing_track_whose_phase_nobody_has_decla
     declared = first_prediction([(t, r.model_copy(update={"boosting": False})) for t, r in reps])
     p, v = np.array(declared.state.position_ecef_m), np.array(declared.state.velocity_ecef_mps)
     assert float(p @ v) > 0.0  # on the way up
+
+
+def _garbled(r, what: str):
+    """``r`` made impossible in one way that the schema lets through (finite numbers)."""
+    if what == "speed":
+        return r.model_copy(update={"velocity_ecef_mps": [1e200, 0.0, 0.0]})
+    if what == "position":
+        return r.model_copy(update={"position_ecef_m": [1e300, 0.0, 0.0]})
+    # positive variances, a correlation of 2 between x and y: not a covariance
+    cov = list(r.covariance)
+    cov[1] = 2.0 * (cov[0] * cov[6]) ** 0.5
+    return r.model_copy(update={"covariance": cov})
+
+
+@pytest.mark.parametrize("what", ["speed", "position", "covariance"])
+def test_an_impossible_report_is_refused_and_the_others_keep_fusing_its_missile(one_missile, what):
+    # Before screening, one such report from one nation made every later fusion of its event
+    # fail (overflow or a singular information matrix): the other nations' reports of that
+    # missile were lost with it until the bad track went stale.
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=21)
+    cut = reps[len(reps) // 3][0]
+    jpn = next(i for i, (t, r) in enumerate(reps) if t >= cut and r.nation == Nation.JPN)
+    reps[jpn] = (reps[jpn][0], _garbled(reps[jpn][1], what))
+    engine, alerts = run(reps)
+    assert engine.reports_refused == 1
+    assert len(engine.events()) == 1
+    truth = one_missile[0]
+    later = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and a.state.time_of_validity_ns > cut]
+    # every report after the bad one still makes an update (the bad one made none)
+    assert len(later) >= sum(1 for t, r in reps if r.time_of_validity_ns > cut and not r.lost) - 1
+    worst = max(float(np.linalg.norm(np.array(a.state.position_ecef_m) - truth.at(a.state.time_of_validity_ns)[:3]))
+                for a in later)
+    assert worst < 5_000.0, worst
+
+
+@pytest.mark.parametrize("offset_days", [365, -365, -19_000])
+def test_a_track_whose_own_report_is_dated_far_away_costs_no_long_prediction(one_missile, monkeypatch, offset_days):
+    # One report of a national track dated a year ahead, a year back or near 1970, then the
+    # track goes on: no prediction, in Python or in the compiled kernel, spans more than a flight
+    # (a span of years ran the integrator for minutes: the relay stood still), and the track
+    # comes back to its event.
+    from warnshare.fusion import dynamics, kernel
+
+    spans = [0.0]
+    real_state = dynamics.predict_state
+
+    def spy_state(s, dt):
+        spans.append(abs(dt))
+        return real_state(s, dt)
+
+    def spy_rows(real):
+        def wrapped(row, n):
+            spans.extend(abs(float(row[k * kernel.MEMBER_WIDTH])) for k in range(n))
+            return real(row, n)
+        return wrapped
+
+    monkeypatch.setattr(dynamics, "predict_state", spy_state)
+    monkeypatch.setattr(kernel, "predict_members", spy_rows(kernel.predict_members))
+    monkeypatch.setattr(kernel, "fuse_members", spy_rows(kernel.fuse_members))
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=22)
+    cut = reps[len(reps) // 3][0]
+    k = next(i for i, (t, r) in enumerate(reps) if t >= cut and r.nation == Nation.KOR)
+    t, r = reps[k]
+    reps[k] = (t, r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + offset_days * 86_400 * NS}))
+    engine, alerts = run(reps)
+    assert max(spans) <= engine.config.max_flight_s
+    kor_later = {a.event_id for a in alerts
+                 if a.kind == AlertKind.TRACK_UPDATE and a.hops.source_nation == Nation.KOR
+                 and a.hops.relay_received_ns > t + 10 * NS}
+    assert kor_later == {1}, kor_later

@@ -74,3 +74,41 @@ def test_a_singular_covariance_gives_nans_not_a_state() -> None:
     b[8:29] = [0.0] * 21  # a zero covariance (and no process noise over dt = 0)
     got = kernel.fuse_members(np.array(a + b), 2)
     assert all(math.isnan(v) for v in got.tolist())
+
+
+def test_covariance_check_agrees_with_the_eigenvalues() -> None:
+    # positive definite, positive semi-definite (rank 3, as a track with exactly known velocity
+    # would have), and indefinite matrices with every variance positive; the check must say
+    # what the smallest eigenvalue says (round-off aside)
+    rng = np.random.default_rng(11)
+    scales = np.array([300.0] * 3 + [20.0] * 3)
+    seen = {True: 0, False: 0}
+    for trial in range(600):
+        kind = trial % 3
+        a = rng.normal(size=(6, 6 if kind == 0 else 3)) * scales[:, None]
+        p = a @ a.T
+        if kind == 2:
+            p = p - np.diag(np.diag(p)) * rng.uniform(0.5, 0.95)  # variances cut: often indefinite
+        if np.any(np.diag(p) <= 0):
+            continue
+        lam = np.linalg.eigvalsh(p / np.sqrt(np.outer(np.diag(p), np.diag(p))))
+        if abs(lam.min()) < 1e-6:
+            expected = True if kind == 1 else None  # on the edge: only the built PSD ones count
+        else:
+            expected = bool(lam.min() > 0)
+        if expected is None:
+            continue
+        got = kernel.covariance_ok(p[np.triu_indices(6)])
+        assert got == expected, (trial, lam.min())
+        seen[got] += 1
+    assert seen[True] > 100 and seen[False] > 100, seen
+
+
+def test_no_state_is_flown_over_more_than_the_longest_span() -> None:
+    s = [dynamics.WGS84_A + 300e3, 0.0, 0.0, 0.0, 2000.0, 1000.0]
+    row = np.array([kernel.MAX_SPAN_S * 1.5, 1.0, *s, *np.eye(6)[np.triu_indices(6)], 4.0])
+    with pytest.raises(ValueError, match="span"):
+        dynamics.predict_state(s, kernel.MAX_SPAN_S * 1.5)
+    with pytest.raises(ValueError, match="span"):
+        kernel.predict_members(row, 1)
+    assert len(dynamics.predict_state(s, -kernel.MAX_SPAN_S)) == 6

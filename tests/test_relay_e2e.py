@@ -269,6 +269,13 @@ async def test_malformed_input_gets_documented_errors_and_the_relay_keeps_servin
             CloseCode.SCHEMA_INVALID,
         ),
         ([_hello(node_id="bad-4"), b"\x00" * (MAX_NODE_FRAME_BYTES + 1)], None, CloseCode.TOO_BIG),
+        (
+            # well-formed, finite, and no missile: 300,000 km/s
+            [_hello(node_id="bad-5"), encode(ReportBatch(sent_ns=1, reports=[
+                good[0].model_copy(update={"velocity_ecef_mps": [3e8, 0.0, 0.0]})]))],
+            ErrorCode.SCHEMA_INVALID,
+            CloseCode.SCHEMA_INVALID,
+        ),
     ]
     for frames, code, close_code in cases:
         await _expect_refusal(url, frames, code, int(close_code))

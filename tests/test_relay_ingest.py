@@ -89,3 +89,47 @@ def test_node_ids_are_capped() -> None:
     with pytest.raises(ProtocolError) as info:
         reg.hello(Hello(protocol_version=1, nation=Nation.JPN, node_id="n9", sent_ns=1))
     assert info.value.code == ErrorCode.RATE_LIMITED
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"position_ecef_m": [0.0, 0.0, 0.0]}, "from the Earth's centre"),
+        ({"position_ecef_m": [1e300, 0.0, 0.0]}, "from the Earth's centre"),
+        ({"velocity_ecef_mps": [3e8, 0.0, 0.0]}, "speed"),
+        ({"covariance": [-1.0] + [0.0] * 20}, "position variance along x"),
+        ({"covariance": [1e300] + [0.0] * 20}, "position variance along x"),
+        # every variance positive, a correlation of 2 between x and vx
+        ({"covariance": [1.0, 0, 0, 2.0, 0, 0, 1.0, 0, 0, 0, 0, 1.0, 0, 0, 0, 1.0, 0, 0, 1.0, 0, 1.0]},
+         "not positive semi-definite"),
+    ],
+)
+def test_a_report_no_tracker_could_make_refuses_the_batch_and_keeps_state(change, says) -> None:
+    lk = link()
+    reports = national_reports(STATES, Nation.JPN, track_number=1)
+    accept_batch(lk, batch(reports[:2]), 0)
+    bad = reports[3].model_copy(update=change)
+    with pytest.raises(ProtocolError) as info:
+        accept_batch(lk, batch([reports[2], bad, reports[4]]), 0)
+    assert info.value.code == ErrorCode.SCHEMA_INVALID
+    assert f"report seq {bad.seq}:" in str(info.value) and says in str(info.value)
+    assert lk.last_seq == 2 and lk.accepted == 2
+    # the batch without it goes through
+    assert accept_batch(lk, batch(reports[2:5]), 0).acked_seq == 5
+
+
+def test_every_report_of_the_bundled_scenarios_is_plausible() -> None:
+    # the bounds refuse what no tracker of a missile reports, never a poor estimate: the
+    # national trackers of every bundled scenario stay inside them
+    from sims.scenario import list_scenarios, load_scenario
+    from sims.simulate import simulate
+    from warnshare.bench.fusion import to_reports
+    from warnshare.fusion.plausibility import report_problem
+
+    checked = 0
+    for name in list_scenarios():
+        for _, _, r in to_reports(simulate(load_scenario(name), seed=0)):
+            if not r.lost:
+                assert report_problem(r) is None, (name, r.nation, r.track_number, report_problem(r))
+                checked += 1
+    assert checked > 10_000

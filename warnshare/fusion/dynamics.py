@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from warnshare.fusion.kernel import MAX_SPAN_S
 from warnshare.fusion.kernel import geodetic as geodetic  # noqa: F401 (one ECEF point, compiled)
 from warnshare.geo import WGS84_A, WGS84_E2, WGS84_GM, WGS84_J2, WGS84_OMEGA
 
@@ -49,6 +50,8 @@ def predict_state(s: list[float], dt: float) -> list[float]:
         return list(s)
     if abs(dt) <= 6.0:
         return _midpoint(s, dt)
+    if not abs(dt) <= MAX_SPAN_S:
+        raise ValueError(f"a prediction span of {dt:.6g} s: longer than any flight ({MAX_SPAN_S:.0f} s)")
     n = int(math.ceil(abs(dt) / 5.0))
     h = dt / n
     for _ in range(n):

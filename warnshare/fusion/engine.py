@@ -24,6 +24,7 @@ from warnshare.fusion.impact import (
     launch_from_boost,
     predict_impact,
 )
+from warnshare.fusion.plausibility import report_problem
 from warnshare.geo import great_circle_distance_m
 from warnshare.protocol import (
     NATIONS,
@@ -188,6 +189,10 @@ class FusionConfig:
     #: nations' errors were independent; it is overconfident and exists only to show that in
     #: the benchmark.
     fusion_rule: str = "ci"
+    #: Refuse reports no missile's tracker could make (``plausibility.report_problem``): they
+    #: are counted in ``reports_refused`` and change nothing. The relay turns it off, because
+    #: its ingest refuses such reports (with an error to the node) before they get here.
+    screen_reports: bool = True
     #: CI weights minimise the fused position covariance's "trace" or maximise the fused
     #: information's "det".
     ci_criterion: str = "trace"
@@ -310,6 +315,8 @@ class FusionEngine:
         #: Reports of tracks awaiting confirmation (``confirm_descending_reports``): accepted,
         #: part of the track's history, but no alert.
         self.reports_held = 0
+        #: Reports refused as implausible (``FusionConfig.screen_reports``).
+        self.reports_refused = 0
         self._next_scan_tov_ns: int | None = None
         self._latest_tov_ns = -(1 << 62)
         #: when the report that set ``_latest_tov_ns`` arrived (track time between reports, wall)
@@ -350,6 +357,9 @@ class FusionEngine:
         key = (report.nation, report.track_number)
         tov = report.time_of_validity_ns
         member = self._members.get(key)
+        if self.config.screen_reports and not report.lost and report_problem(report) is not None:
+            self.reports_refused += 1
+            return out
         if report.lost:
             if member is not None:
                 self._detach(member)
@@ -526,6 +536,9 @@ class FusionEngine:
         add over the gap, and the distance flown in a few seconds of clock error. Scalar: a few
         microseconds on the per-report path."""
         dt = (tov - member.tov_ns) / _NS
+        if abs(dt) > self.config.max_flight_s:
+            # longer apart than any flight: not one missile's path (and no prediction spans it)
+            return True
         if dt <= 0.0:
             return False
         px = dynamics.predict_state(member.x, dt)
@@ -650,14 +663,15 @@ class FusionEngine:
         """
         c = self.config
         for key, m in list(self._members.items()):
-            if t_ns - m.tov_ns > self._drop_ns:
+            # either way: a track dated far after the others is no more current than one far before
+            if abs(t_ns - m.tov_ns) > self._drop_ns:
                 self._detach(m)
                 del self._members[key]
         active = [e for e in self._events.values() if e.status == "ACTIVE" and e.x is not None]
         moved_to: dict[int, int] = {}
         for nation in NATIONS:
             tracks = [m for m in self._members.values()
-                      if m.nation == nation and t_ns - m.tov_ns <= self._stale_ns]
+                      if m.nation == nation and abs(t_ns - m.tov_ns) <= self._stale_ns]
             if not tracks or not active:
                 continue
             cache: dict[int, tuple | None] = {}
@@ -665,7 +679,7 @@ class FusionEngine:
             def others(e: _Event, nation: Nation = nation, cache: dict = cache) -> tuple | None:
                 if e.event_id not in cache:
                     live = [o for o in e.members.values()
-                            if o.nation != nation and t_ns - o.tov_ns <= self._stale_ns]
+                            if o.nation != nation and abs(t_ns - o.tov_ns) <= self._stale_ns]
                     if not live:
                         cache[e.event_id] = None
                     else:

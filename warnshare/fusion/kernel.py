@@ -20,6 +20,10 @@ from numba import njit
 
 from warnshare.geo import WGS84_A, WGS84_E2, WGS84_GM, WGS84_J2, WGS84_OMEGA
 
+#: The longest span a state is flown over (s), twice the longest flight the engine follows: a
+#: longer one is an input error (a report dated far from the others), and refusing it keeps a
+#: single report from running the integrator for minutes.
+MAX_SPAN_S = 12_000.0
 #: per member in the input row: dt (s), scale (1 / CI weight), state (6), covariance's upper
 #: triangle (21, row-major), acceleration noise q
 MEMBER_WIDTH = 30
@@ -66,6 +70,8 @@ def _fly(s, dt, out):  # pragma: no cover - compiled
         out[4] = vy + by * dt
         out[5] = vz + bz * dt
         return
+    if not abs(dt) <= MAX_SPAN_S:
+        raise ValueError("a prediction span longer than any flight (MAX_SPAN_S)")
     n = int(math.ceil(abs(dt) / 5.0))
     h = dt / n
     u = np.empty(6)
@@ -149,6 +155,49 @@ def _inv6(a, out):  # pragma: no cover - compiled
     for i in range(6):
         for j in range(6):
             out[i, j] = m[i, j + 6]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def covariance_ok(u):  # pragma: no cover - compiled
+    """Whether the symmetric 6x6 with upper triangle ``u`` (21, row-major) is positive
+    semi-definite: a Cholesky factorisation in which a pivot may be zero to round-off (1e-9 of
+    its diagonal) but never negative, and every entry finite."""
+    a = np.empty((6, 6))
+    k = 0
+    for i in range(6):
+        for j in range(i, 6):
+            if not math.isfinite(u[k]):
+                return False
+            a[i, j] = u[k]
+            a[j, i] = u[k]
+            k += 1
+    for j in range(6):
+        diag = a[j, j]
+        if not diag >= 0.0:
+            return False
+        s = diag
+        for m in range(j):
+            s -= a[j, m] * a[j, m]
+        if s < -1e-9 * diag:
+            return False
+        if s <= 1e-9 * diag:  # a zero pivot: the rest of the column must be zero as well
+            for i in range(j + 1, 6):
+                t = a[i, j]
+                for m in range(j):
+                    t -= a[i, m] * a[j, m]
+                if abs(t) > 1e-6 * math.sqrt(diag * a[i, i]) + 1e-300:
+                    return False
+                a[i, j] = 0.0
+            a[j, j] = 0.0
+            continue
+        d = math.sqrt(s)
+        a[j, j] = d
+        for i in range(j + 1, 6):
+            t = a[i, j]
+            for m in range(j):
+                t -= a[i, m] * a[j, m]
+            a[i, j] = t / d
     return True
 
 
@@ -255,3 +304,4 @@ def warm() -> None:
     fuse_members(row, 2)
     fuse_members(row, 1)
     predict_members(row, 2)
+    covariance_ok(row[8:29])

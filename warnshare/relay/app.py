@@ -68,7 +68,7 @@ log = logging.getLogger("warnshare.relay")
 class RelayConfig:
     #: The engine's impact predictions run after the TRACK_UPDATE of the report that made them
     #: due has gone out (``Relay.predict_due``), not on that report's path.
-    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(defer_impact=True))
+    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(defer_impact=True, screen_reports=False))
     tick_interval_s: float = 0.25
     #: Clock exchange with each node: a burst at connect, then one every period.
     clock_burst: int = 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from warnshare.fusion.plausibility import report_problem
 from warnshare.latency import ClockOffsetEstimator
 from warnshare.protocol import (
     PROTOCOL_VERSION,
@@ -82,7 +83,8 @@ class AcceptedBatch:
 def accept_batch(link: NodeLink, batch: ReportBatch, offset_ns: int) -> AcceptedBatch:
     """New reports of ``batch`` for ``link``, with node times moved to the relay's clock by
     ``offset_ns`` (node clock minus relay clock); raises ProtocolError and accepts nothing on a
-    report of another nation, a sequence out of order or a gap after the last accepted seq."""
+    report of another nation, a sequence out of order, a gap after the last accepted seq, or a
+    new report no missile's tracker could make (``plausibility.report_problem``)."""
     expected = link.last_seq + 1
     new: list[TrackReport] = []
     duplicates = 0
@@ -108,6 +110,9 @@ def accept_batch(link: NodeLink, batch: ReportBatch, offset_ns: int) -> Accepted
                 ErrorCode.SEQUENCE_GAP,
                 f"expected seq {expected}, got {report.seq}; resend from {link.last_seq + 1}",
             )
+        problem = None if report.lost else report_problem(report)  # a lost track's state is unused
+        if problem is not None:
+            raise ProtocolError(ErrorCode.SCHEMA_INVALID, f"report seq {report.seq}: {problem}")
         new.append(report)
         expected += 1
     offset = offset_ns
