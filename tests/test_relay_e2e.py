@@ -425,3 +425,46 @@ async def test_young_garbage_collections_run_only_between_reports() -> None:
     # the batch's reports (thousands of objects) passed the threshold: collected after it
     assert where.count("chosen") >= 1, where
     assert set(where) == {"chosen"}, where
+
+
+async def test_a_fault_after_a_batch_is_taken_leaves_it_to_be_sent_again(relay_server) -> None:
+    # A bug past the ingest rules (here: stamping the batch's alerts raises once) closes the
+    # node's connection with INTERNAL. The batch was not acknowledged, so it must not count as
+    # taken either: the node's resend, after a reconnect, is fused and shown, not dropped as a
+    # duplicate.
+    url = relay_server.ws_url
+    relay = relay_server.relay
+    reports = national_reports(STATES, Nation.USA, track_number=9)[:4]
+
+    async def session() -> tuple[websockets.ClientConnection, object]:
+        ws = await websockets.connect(f"{url}/v1/ingest")
+        await ws.send(_hello(node_id="usa-fault", nation=Nation.USA))
+        return ws, decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))
+
+    async def send(ws: websockets.ClientConnection, k: int) -> object:
+        await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=[reports[k]])))
+        while (msg := decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))).type == "time_request":
+            pass
+        return msg
+
+    ws, welcome = await session()
+    assert welcome.last_acked_seq == 0
+    for k in range(2):
+        assert (await send(ws, k)).acked_seq == reports[k].seq
+    shown = relay.hub.last_alert_id
+    real_stamp = relay._stamp
+
+    def broken(*args: object) -> object:
+        relay._stamp = real_stamp  # once
+        raise RuntimeError("a bug")
+
+    relay._stamp = broken
+    refused = await send(ws, 2)
+    assert refused.type == "error" and refused.code == ErrorCode.INTERNAL
+    await ws.close()
+    assert relay.hub.last_alert_id == shown
+    ws, welcome = await session()
+    assert welcome.last_acked_seq == reports[1].seq, "the failed batch is asked for again"
+    assert (await send(ws, 2)).acked_seq == reports[2].seq
+    await ws.close()
+    assert relay.hub.last_alert_id > shown, "the resent batch's alerts are shown"

@@ -56,7 +56,7 @@ from warnshare.protocol import (
     unpack,
 )
 from warnshare.relay.hub import EncodedAlert, Hub, Subscriber
-from warnshare.relay.ingest import NodeLink, NodeRegistry, accept_batch
+from warnshare.relay.ingest import AcceptedBatch, NodeLink, NodeRegistry, accept_batch
 from warnshare.relay.journal import Journal
 from warnshare.relay.limits import TokenBucket
 from warnshare.relay.wire import DirectWriter, ServerSend, frame_bytes
@@ -263,14 +263,40 @@ class Relay:
         if self.journal_error:
             raise self.journal_refusal()
         offset, rtt = link.clock.offset_ns, link.clock.rtt_ns
+        before = (link.last_seq, link.accepted, link.duplicates)
         accepted = accept_batch(link, batch, offset)
         self.last_ingest_s = time.monotonic()
+        try:
+            self._take(link, accepted, payload, received_ns, offset, rtt)
+        except ProtocolError:
+            raise  # the journal failed: the relay stops taking input (``_journal``)
+        except Exception:
+            # A fault after the batch was taken (a bug: the engine's own are caught per report).
+            # The batch is not acknowledged, so its seqs must not count as taken either: the
+            # node's resend would be dropped as a duplicate and its alerts never shown.
+            link.last_seq, link.accepted, link.duplicates = before
+            raise
+        self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
+        # every batch makes one (the acks of a group are cumulative: only the last is sent)
+        return construct(Ack, {
+            "type": "ack", "acked_seq": accepted.acked_seq, "relay_received_ns": received_ns,
+        })
+
+    def _take(
+        self, link: NodeLink, accepted: AcceptedBatch, payload: bytes, received_ns: int,
+        offset: int, rtt: int,
+    ) -> None:
+        """Fuse and journal a batch's new reports; their alerts join ``uncommitted`` last, when
+        nothing can fail any more."""
+        if accepted.duplicates:
+            self.metrics.duplicates.inc(accepted.duplicates)
         if accepted.reports:
             alerts = self._fuse(
                 link, accepted.reports, accepted.node_sent_ns, received_ns, offset, rtt
             )
             fused_ns = time.time_ns()
             encoded = self._stamp(alerts, fused_ns)
+            self.metrics.report_count(link.nation).inc(len(accepted.reports))
             if self.journal:
                 self._journal(
                     self.journal.record_batch,
@@ -286,14 +312,6 @@ class Relay:
                     alerts=encoded,
                 )
             self.uncommitted += encoded
-            self.metrics.report_count(link.nation).inc(len(accepted.reports))
-        if accepted.duplicates:
-            self.metrics.duplicates.inc(accepted.duplicates)
-        self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
-        # every batch makes one (the acks of a group are cumulative: only the last is sent)
-        return construct(Ack, {
-            "type": "ack", "acked_seq": accepted.acked_seq, "relay_received_ns": received_ns,
-        })
 
     def commit(self) -> None:
         """Make the batches ingested since the last commit durable (one journal transaction),
