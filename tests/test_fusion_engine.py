@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -607,3 +608,59 @@ def test_a_track_whose_own_report_is_dated_far_away_costs_no_long_prediction(one
                  if a.kind == AlertKind.TRACK_UPDATE and a.hops.source_nation == Nation.KOR
                  and a.hops.relay_received_ns > t + 10 * NS}
     assert kor_later == {1}, kor_later
+
+
+def _finite(o) -> bool:
+    if isinstance(o, float):
+        return math.isfinite(o)
+    if isinstance(o, dict):
+        return all(_finite(v) for v in o.values())
+    if isinstance(o, list):
+        return all(_finite(v) for v in o)
+    return True
+
+
+def test_reports_at_the_edges_of_plausible_never_break_the_engine(one_missile):
+    # Three nations' reports of one missile, a third of them pushed to the edges of what the
+    # screen lets through or just past it: variances of 1e-300 or the largest allowed, rank-one
+    # covariances, states at 6,260 or 49,000 km from the centre at up to 14.9 km/s, dates
+    # hours off. No exception, no non-finite number in any alert, and exactly the reports the
+    # screen refuses are refused.
+    import msgpack
+
+    from warnshare.fusion.plausibility import report_problem
+
+    rng = np.random.default_rng(5)
+    iu = np.triu_indices(6)
+
+    def edge(r):
+        kind = rng.integers(0, 9)
+        if kind == 0:
+            return r.model_copy(update={"covariance": np.diag([rng.choice([1e-300, 1e-20, 1e-6])] * 6)[iu].tolist()})
+        if kind == 1:
+            a = rng.normal(size=(6, 1)) * np.array([[3e6]] * 3 + [[3e3]] * 3)
+            return r.model_copy(update={"covariance": (a @ a.T + np.eye(6) * 1e-3)[iu].tolist()})
+        if kind == 2:
+            return r.model_copy(update={"covariance": np.diag([2.4e13] * 3 + [9.9e7] * 3)[iu].tolist()})
+        if kind == 3:
+            u, v = rng.normal(size=3), rng.normal(size=3)
+            radius, speed = rng.choice([6.26e6, 4.9e7]), rng.choice([0.0, 14_900.0])
+            return r.model_copy(update={"position_ecef_m": (radius * u / np.linalg.norm(u)).tolist(),
+                                        "velocity_ecef_mps": (speed * v / np.linalg.norm(v)).tolist()})
+        if kind == 4:
+            return r.model_copy(update={"time_of_validity_ns": r.time_of_validity_ns + int(rng.integers(-10**13, 10**13))})
+        return r
+
+    engine = FusionEngine(FusionConfig())
+    taken = refused = 0
+    for t, r in reports(one_missile, list(DEFAULT_FEEDS), seed=23):
+        r = edge(r)
+        out = engine.ingest(r, node_sent_ns=t, received_ns=t) + engine.tick(t)
+        if report_problem(r) is not None:
+            refused += 1
+            continue
+        taken += 1
+        for a in out:
+            assert _finite(msgpack.unpackb(encode(a), raw=False)), a.kind
+    assert engine.reports_refused == refused > 0
+    assert taken > 100
