@@ -434,3 +434,37 @@ async def test_a_node_clock_jump_is_detected_within_two_exchanges_and_alerts_sta
             await s.stop()
     finally:
         running.stop()
+
+
+async def test_a_tracker_glitch_costs_one_report_not_the_nations_feed() -> None:
+    # Two updates of JPN's tracker are wrong: a velocity of 1e200 m/s (finite: the schema lets
+    # it through, the relay would refuse the batch with SCHEMA_INVALID, and a node cannot go on
+    # after that) and a NaN position (the schema refuses it at the node). The node leaves both
+    # out, numbers the rest without a gap, and every one of those is acknowledged and fused.
+    import dataclasses
+
+    from sims import load_scenario, simulate
+    from warnshare.node import play_scenario
+
+    updates = simulate(load_scenario(SCENARIO), seed=0, nations=["JPN"]).national_tracks["JPN"]
+    live = [k for k, u in enumerate(updates) if not u.lost]
+    bad = {live[len(live) // 3]: {"velocity_ecef_mps": (1e200, 0.0, 0.0)},
+           live[2 * len(live) // 3]: {"position_ecef_m": (float("nan"), 0.0, 0.0)}}
+    updates = [dataclasses.replace(u, **bad[k]) if k in bad else u for k, u in enumerate(updates)]
+    running = start_relay()
+    try:
+        pub = NodePublisher(running.ws_url, Nation.JPN, "jpn-glitch", backoff_initial_s=0.05)
+        task = asyncio.create_task(pub.run())
+        t0 = updates[0].available_ns
+        res = await play_scenario(pub, updates, scenario_start_ns=t0, start_wall_ns=time.time_ns(),
+                                  speed=200.0, ack_timeout_s=30)
+        assert not task.done(), "the node was refused"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert res.unsendable == 2 and res.acked
+        assert res.published == len(updates) - 2
+        link = running.relay.nodes.links["jpn-glitch"]
+        assert link.last_seq == link.accepted == len(updates) - 2
+        assert not pub.stats.errors
+    finally:
+        running.stop()

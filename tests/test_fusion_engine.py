@@ -628,7 +628,7 @@ def test_reports_at_the_edges_of_plausible_never_break_the_engine(one_missile):
     # screen refuses are refused.
     import msgpack
 
-    from warnshare.fusion.plausibility import report_problem
+    from warnshare.plausibility import report_problem
 
     rng = np.random.default_rng(5)
     iu = np.triu_indices(6)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from warnshare import plausibility
 from warnshare.fusion import dynamics, kernel
 from warnshare.geo import ecef_to_geodetic
 
@@ -100,6 +101,8 @@ def test_covariance_check_agrees_with_the_eigenvalues() -> None:
             continue
         got = kernel.covariance_ok(p[np.triu_indices(6)])
         assert got == expected, (trial, lam.min())
+        # the node's plain-Python twin says the same
+        assert plausibility.covariance_psd(p[np.triu_indices(6)].tolist()) == got
         seen[got] += 1
     assert seen[True] > 100 and seen[False] > 100, seen
 

@@ -124,7 +124,7 @@ def test_every_report_of_the_bundled_scenarios_is_plausible() -> None:
     from sims.scenario import list_scenarios, load_scenario
     from sims.simulate import simulate
     from warnshare.bench.fusion import to_reports
-    from warnshare.fusion.plausibility import report_problem
+    from warnshare.plausibility import report_problem
 
     checked = 0
     for name in list_scenarios():

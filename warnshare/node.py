@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import websockets
+from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from warnshare.auth import NodeKey, batch_message, hello_message
 from warnshare.envdefaults import env_float, env_str
+from warnshare.plausibility import report_problem
 from warnshare.protocol import (
     INGEST_PATH,
     MAX_REPORTS_PER_BATCH,
@@ -338,6 +340,8 @@ class PlaybackResult:
     published: int
     dropped_in_outage: int
     acked: bool
+    #: Tracker updates not sent because no missile's track could be what they said.
+    unsendable: int = 0
 
 
 async def play_scenario(
@@ -365,7 +369,7 @@ async def play_scenario(
         t_s = (sim_ns - scenario_start_ns) / 1e9
         return [f for f in faults if f.kind == kind and f.start_s <= t_s < f.end_s]
 
-    published = dropped = 0
+    published = dropped = unsendable = 0
     i = 0
     n = len(updates)
     while i < n:
@@ -397,16 +401,13 @@ async def play_scenario(
             publisher.resume()
         for f in active("link_delay", sim_now):
             await asyncio.sleep(f.params.get("delay_ms", 0.0) / 1e3)
-        reports = [
-            report_from_update(
-                u,
-                publisher.next_seq(),
-                wall(u.time_of_validity_ns) + clock.skew_ns,
-                clock.skew_ns,
-                data_mode,
-            )
-            for u in group
-        ]
+        reports = []
+        for u in group:
+            r = _checked_report(u, wall(u.time_of_validity_ns) + clock.skew_ns, clock.skew_ns, data_mode)
+            if r is None:
+                unsendable += 1
+                continue
+            reports.append(r.model_copy(update={"seq": publisher.next_seq()}))
         publisher.submit(reports)
         published += len(reports)
         if on_progress:
@@ -414,7 +415,26 @@ async def play_scenario(
     if publisher.paused:
         publisher.resume()
     acked = await publisher.wait_acked(ack_timeout_s)
-    return PlaybackResult(published, dropped, acked)
+    return PlaybackResult(published, dropped, acked, unsendable)
+
+
+def _checked_report(u, measured_ns: int, skew_ns: int, data_mode: DataMode) -> TrackReport | None:
+    """The wire report of a tracker update, or None (logged) when the tracker got it wrong: a
+    report the schema or the plausibility rules refuse (``warnshare.plausibility``). The relay
+    would refuse its whole batch with SCHEMA_INVALID, after which a node cannot go on, so one
+    glitch would cost the nation's feed; unsent, it costs that report. Numbered afterwards, so
+    that the seqs sent have no gap."""
+    try:
+        r = report_from_update(u, 1, measured_ns, skew_ns, data_mode)
+    except (ValidationError, ValueError) as exc:
+        problem = str(exc).splitlines()[0]
+    else:
+        problem = None if r.lost else report_problem(r)
+        if problem is None:
+            return r
+    log.error("%s track %s: update not sent, the tracker's state is wrong: %s",
+              getattr(u, "nation", "?"), getattr(u, "track_number", "?"), problem)
+    return None
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -578,10 +598,12 @@ async def _main(args: argparse.Namespace) -> int:
                 link.result()  # raises NodeRejected
             res = play.result()
             log.info(
-                "%s: published %d reports (%d dropped in outages), all acked: %s",
+                "%s: published %d reports (%d dropped in outages, %d not sent as impossible), "
+                "all acked: %s",
                 node_id,
                 res.published,
                 res.dropped_in_outage,
+                res.unsendable,
                 res.acked,
             )
             if not args.loop:

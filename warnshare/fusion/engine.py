@@ -24,8 +24,8 @@ from warnshare.fusion.impact import (
     launch_from_boost,
     predict_impact,
 )
-from warnshare.fusion.plausibility import report_problem
 from warnshare.geo import great_circle_distance_m
+from warnshare.plausibility import report_problem
 from warnshare.protocol import (
     NATIONS,
     PICTURE_KINDS,
@@ -357,7 +357,8 @@ class FusionEngine:
         key = (report.nation, report.track_number)
         tov = report.time_of_validity_ns
         member = self._members.get(key)
-        if self.config.screen_reports and not report.lost and report_problem(report) is not None:
+        if (self.config.screen_reports and not report.lost
+                and report_problem(report, kernel.covariance_ok) is not None):
             self.reports_refused += 1
             return out
         if report.lost:

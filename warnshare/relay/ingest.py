@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from warnshare.fusion.plausibility import report_problem
+from warnshare.fusion import kernel
 from warnshare.latency import ClockOffsetEstimator
+from warnshare.plausibility import report_problem
 from warnshare.protocol import (
     PROTOCOL_VERSION,
     ErrorCode,
@@ -110,7 +111,8 @@ def accept_batch(link: NodeLink, batch: ReportBatch, offset_ns: int) -> Accepted
                 ErrorCode.SEQUENCE_GAP,
                 f"expected seq {expected}, got {report.seq}; resend from {link.last_seq + 1}",
             )
-        problem = None if report.lost else report_problem(report)  # a lost track's state is unused
+        # a lost track's state is not used
+        problem = None if report.lost else report_problem(report, kernel.covariance_ok)
         if problem is not None:
             raise ProtocolError(ErrorCode.SCHEMA_INVALID, f"report seq {report.seq}: {problem}")
         new.append(report)
