@@ -7,7 +7,9 @@ velocity of 1e300 m/s, or a covariance that is not positive semi-definite, made 
 fusion of its event fail (overflow, or a singular information matrix), so that the other
 nations' reports of that missile were lost with it until the bad track went stale. The relay
 refuses such a report at the door (``accept_batch``: the node gets ``SCHEMA_INVALID`` naming it);
-the engine screens its input with the same rules, for callers that feed it directly.
+the engine screens its input with the same rules, for callers that feed it directly; and a node
+leaves out what its own tracker got wrong (``node.play_scenario``), so that one glitch costs one
+report, not the nation's feed.
 
 The bounds are wide on purpose: they refuse what no tracker of a real missile reports, never an
 estimate that is merely poor.
@@ -47,8 +49,9 @@ def covariance_psd(u: Sequence[float]) -> bool:
     semi-definite: a Cholesky factorisation in which a pivot may be zero to round-off (1e-9 of
     its diagonal) but never negative, and every entry finite.
 
-    Plain Python here (~20 us, for a node); ``kernel.covariance_ok`` is this function compiled
-    (~1 us, for the relay and the engine), so both sides of the link apply the same rule."""
+    Plain Python here (~40 us, for a node, which then loads no compiler); ``kernel.covariance_ok``
+    is this function compiled (1-2 us, for the relay and the engine), so both ends of the link
+    apply the same rule."""
     a = np.empty((6, 6))
     k = 0
     for i in range(6):
