@@ -426,3 +426,28 @@ async def test_the_broadcast_budget_is_wider_while_the_relay_keeps_up_with_its_i
         now[0] += 20_000_000
     got = [a.alert_id for p in ws_payloads(directs[0].written) for a in decode_relay_to_subscriber(p).alerts]
     assert got == [1, 2, 1, 2]
+
+
+async def test_a_non_finite_number_in_an_alert_goes_to_json_subscribers_as_null() -> None:
+    # JSON has no NaN. The engine should never put one in an alert; if it did, encoding the JSON
+    # frame raised inside the broadcast: every subscriber lost that broadcast, and the node
+    # session that flushed it was closed. Now the number goes out as null, and the rest as is.
+    from warnshare.protocol import GroundEstimate
+
+    bad = make_alert(2)
+    bad.impact = GroundEstimate.model_construct(
+        time_ns=1, lat_deg=float("nan"), lon_deg=float("inf"), semi_major_m=1.0, semi_minor_m=1.0,
+        orientation_deg=0.0, time_sigma_s=0.0,
+    )
+    hub = Hub(frames_per_s=1e12)
+    js, mp = FakeDirect(), FakeDirect()
+    for sub in (direct_subscriber("json", js, []), direct_subscriber("msgpack", mp, [])):
+        hub.attach(sub, [])
+    hub.publish([make_alert(1), bad, make_alert(3)])
+    hub.flush()
+    (text,) = ws_payloads(js.written)
+    doc = json.loads(text)
+    assert [a["alert_id"] for a in doc["alerts"]] == [1, 2, 3]
+    assert doc["alerts"][1]["impact"]["lat_deg"] is None and doc["alerts"][1]["impact"]["lon_deg"] is None
+    assert doc["alerts"][1]["impact"]["semi_major_m"] == 1.0
+    assert len(mp.written) == 1  # msgpack carries the number as it is

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -64,10 +65,28 @@ class EncodedAlert:
     @property
     def json(self) -> str:
         if self._json is None:
-            self._json = json.dumps(
-                msgpack.unpackb(self.msgpack, raw=False), separators=(",", ":"), allow_nan=False
-            )
+            doc = msgpack.unpackb(self.msgpack, raw=False)
+            try:
+                self._json = json.dumps(doc, separators=(",", ":"), allow_nan=False)
+            except ValueError:
+                # JSON has no NaN nor infinity. The engine should never make one, but if it did,
+                # raising here would lose the whole broadcast (and close the node session that
+                # flushed it): the number goes out as null instead, and is logged.
+                log.error("alert %d holds a non-finite number; sent to JSON subscribers as null",
+                          self.alert_id)
+                self._json = json.dumps(_finite_or_null(doc), separators=(",", ":"))
         return self._json
+
+
+def _finite_or_null(doc: object) -> object:
+    """``doc`` with every NaN or infinity replaced by None."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {k: _finite_or_null(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_finite_or_null(v) for v in doc]
+    return doc
 
 
 def msgpack_batch(alerts: list[EncodedAlert], relay_sent_ns: int, conflated: int) -> bytes:
