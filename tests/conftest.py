@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -83,3 +84,25 @@ def relay_server() -> Iterator[RunningRelay]:
         yield running
     finally:
         running.stop()
+
+
+async def raw_node(url: str, nation, node_id: str):
+    """A node spoken by hand on /v1/ingest: the connection and the relay's answer to its hello."""
+    import websockets
+
+    from warnshare.protocol import Hello, decode_relay_to_node, encode
+
+    ws = await websockets.connect(f"{url}/v1/ingest")
+    await ws.send(encode(Hello(protocol_version=1, nation=nation, node_id=node_id, sent_ns=time.time_ns())))
+    return ws, decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))
+
+
+async def send_report(ws, report):
+    """Send one report in a batch of its own; the relay's answer to it (its clock requests
+    passed over)."""
+    from warnshare.protocol import ReportBatch, decode_relay_to_node, encode
+
+    await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=[report])))
+    while (msg := decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))).type == "time_request":
+        pass
+    return msg

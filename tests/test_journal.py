@@ -13,7 +13,7 @@ import time
 import httpx
 import websockets
 
-from tests.conftest import start_relay
+from tests.conftest import raw_node, send_report, start_relay
 from tests.synth import ballistic_arc, national_reports
 from warnshare.node import NodePublisher
 from warnshare.protocol import NATIONS, AlertBatch, AlertKind, decode_relay_to_subscriber
@@ -272,22 +272,16 @@ async def test_a_failed_journal_stops_the_input_and_a_restart_takes_it_up_where_
     refused until a restart, and the restarted relay (replaying its journal) asks for it again."""
     import sqlite3
 
-    from warnshare.protocol import Hello, Nation, ReportBatch, decode_relay_to_node, encode
+    from warnshare.protocol import Nation
 
     path = tmp_path / "relay.sqlite3"
     reports = national_reports(STATES, Nation.USA, track_number=7)[:5]
 
     async def session(url: str) -> tuple[websockets.ClientConnection, object]:
-        ws = await websockets.connect(f"{url}/v1/ingest")
-        await ws.send(encode(Hello(protocol_version=1, nation=Nation.USA, node_id="usa-f", sent_ns=time.time_ns())))
-        return ws, decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))
+        return await raw_node(url, Nation.USA, "usa-f")
 
     async def send(ws: websockets.ClientConnection, k: int) -> object:
-        """Send report k; the relay's answer to it (its clock requests passed over)."""
-        await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=[reports[k]])))
-        while (msg := decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))).type == "time_request":
-            pass
-        return msg
+        return await send_report(ws, reports[k])
 
     running = start_relay(RelayConfig(journal_path=str(path)))
     try:

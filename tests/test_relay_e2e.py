@@ -11,6 +11,7 @@ import msgpack
 import pytest
 import websockets
 
+from tests.conftest import raw_node, send_report
 from tests.synth import ballistic_arc, national_reports
 from warnshare.node import NodeClock, NodePublisher
 from warnshare.protocol import (
@@ -437,15 +438,10 @@ async def test_a_fault_after_a_batch_is_taken_leaves_it_to_be_sent_again(relay_s
     reports = national_reports(STATES, Nation.USA, track_number=9)[:4]
 
     async def session() -> tuple[websockets.ClientConnection, object]:
-        ws = await websockets.connect(f"{url}/v1/ingest")
-        await ws.send(_hello(node_id="usa-fault", nation=Nation.USA))
-        return ws, decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))
+        return await raw_node(url, Nation.USA, "usa-fault")
 
     async def send(ws: websockets.ClientConnection, k: int) -> object:
-        await ws.send(encode(ReportBatch(sent_ns=time.time_ns(), reports=[reports[k]])))
-        while (msg := decode_relay_to_node(await asyncio.wait_for(ws.recv(), 5))).type == "time_request":
-            pass
-        return msg
+        return await send_report(ws, reports[k])
 
     ws, welcome = await session()
     assert welcome.last_acked_seq == 0
