@@ -69,3 +69,37 @@ def test_a_clock_step_is_followed_within_two_exchanges() -> None:
     assert est.offset_ns == 0  # one odd sample could be a spike: not trusted yet
     est.add_exchange(*exchange(10_000_000_000, 500_000, 500_000, 0))
     assert est.offset_ns == 10_000_000_000 and est.steps == 1
+
+
+def test_a_step_of_the_wall_clock_is_seen_once_with_its_size_and_slewing_is_not() -> None:
+    from warnshare.latency import WallClockSteps
+
+    steps = WallClockSteps()
+    wall, mono = 1_700_000_000 * 10**9, 5 * 10**9
+    seen = []
+    for k in range(40):  # ticks 0.25 s apart; the wall clock slews 500 ppm, then steps
+        mono += 250_000_000
+        wall += 250_000_000 + 125_000
+        if k == 10:
+            wall += 600 * 10**9
+        if k == 30:
+            wall -= 3 * 10**9
+        seen.append(steps.observe(wall, mono))
+    # each step as seen includes that tick's 125 us of slew
+    assert [(k, round(s / 1e9, 3)) for k, s in enumerate(seen) if s] == [(10, 600.0), (30, -3.0)]
+    assert steps.steps == 2 and round(steps.last_step_ns / 1e9, 3) == -3.0
+
+
+async def test_the_relay_counts_and_logs_a_step_of_its_wall_clock(monkeypatch, caplog) -> None:
+    import time
+
+    from warnshare.relay.app import Relay, RelayConfig
+
+    relay = Relay(RelayConfig())
+    relay.tick()
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 600 * 10**9)
+    relay.tick()
+    relay.tick()
+    assert relay.metrics.wall_clock_steps._value.get() == 1
+    assert "stepped by +600" in caplog.text

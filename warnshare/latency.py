@@ -102,6 +102,29 @@ class ClockOffsetEstimator:
         return peer_ns - self.offset_ns
 
 
+class WallClockSteps:
+    """Steps of a host's own wall clock (an NTP step, a resumed VM), seen as a change of the
+    difference between the wall clock and the monotonic clock from one observation to the next.
+    Slewing (ppm) and the jitter of taking two readings stay far below ``threshold_ns``."""
+
+    def __init__(self, threshold_ns: int = 1_000_000_000) -> None:
+        self.threshold_ns = threshold_ns
+        self._base: int | None = None
+        self.steps = 0
+        #: The last step seen (ns, forward positive), 0 before any.
+        self.last_step_ns = 0
+
+    def observe(self, wall_ns: int, monotonic_ns: int) -> int:
+        """The step since the previous observation (ns, forward positive), or 0."""
+        base = wall_ns - monotonic_ns
+        previous, self._base = self._base, base
+        if previous is None or abs(base - previous) < self.threshold_ns:
+            return 0
+        self.steps += 1
+        self.last_step_ns = base - previous
+        return self.last_step_ns
+
+
 def hop_latencies_ns(stamps: dict[str, int]) -> dict[str, int]:
     """Each hop's duration from a dict of the ``*_ns`` stamps (missing stamps skip their hops),
     plus ``end_to_end`` from measured to the last stamp present."""

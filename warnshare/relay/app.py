@@ -33,6 +33,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from warnshare import regions
 from warnshare.auth import DEFAULT_TIME_WINDOW_NS, Consumer, ReplayGuard, TrustStore
 from warnshare.fusion import FusionConfig, FusionEngine
+from warnshare.latency import WallClockSteps
 from warnshare.protocol import (
     MAX_SUBSCRIBER_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -183,6 +184,11 @@ class RelayMetrics:
         self.replayed_inputs = Gauge(
             "warnshare_journal_replayed_inputs", "Journal inputs replayed at start-up", registry=r
         )
+        self.wall_clock_steps = Counter(
+            "warnshare_wall_clock_steps",
+            "Steps of the relay host's wall clock (over 1 s) seen between two ticks",
+            registry=r,
+        )
         self.journal_failed = Gauge(
             "warnshare_journal_failed",
             "1 once the journal failed: the relay then accepts nothing until restarted",
@@ -247,6 +253,7 @@ class Relay:
         #: does not; set by the app's lifespan, see ``RelayConfig.gc_control``).
         self.gc_thresholds: tuple[int, int] | None = None
         self.connections = 0
+        self.wall_steps = WallClockSteps()
         self.started_ns = time.time_ns()
         self.last_ingest_s = self.last_full_gc_s = time.monotonic()
         regions.warm()
@@ -408,6 +415,14 @@ class Relay:
         self._clock_input("predict")
 
     def tick(self) -> None:
+        step = self.wall_steps.observe(time.time_ns(), time.monotonic_ns())
+        if step:
+            # Not compensated: the engine's time-outs are wall-clock differences, so a step
+            # forward reads as that much silence from every event (RELIABILITY.md, honest list)
+            self.metrics.wall_clock_steps.inc()
+            log.warning("the relay's wall clock stepped by %+.3f s: events in flight may be "
+                        "declared lost or coast, and hop latencies across the step are wrong",
+                        step / 1e9)
         self._clock_input("tick")
 
     def _clock_input(self, kind: str) -> None:
