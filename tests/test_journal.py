@@ -341,3 +341,29 @@ def test_under_sustained_writes_the_wal_starts_over_instead_of_growing(tmp_path)
     assert written >= 40 * limit and os.path.getsize(f"{path}-wal") < written / 2
     journal.close()
     assert Journal(path).counts() == {"inputs": seq, "alerts": seq}
+
+
+async def test_a_journal_holding_a_report_todays_screen_refuses_still_replays(tmp_path) -> None:
+    # A relay from before the plausibility screen journaled whatever passed the schema. Its
+    # successor must replay that journal as it happened (the batch was acknowledged then), not
+    # refuse to start, nor drop the batch and then find a gap in the node's seqs.
+    from warnshare.protocol import Nation, ReportBatch, encode
+    from warnshare.relay.app import Relay
+
+    path = tmp_path / "old.sqlite3"
+    reports = national_reports(STATES, Nation.KOR, track_number=3)[:3]
+    reports[1] = reports[1].model_copy(update={"velocity_ecef_mps": [3e8, 0.0, 0.0]})
+    journal = Journal(path)
+    for seq, chunk in ((1, reports[:2]), (3, reports[2:])):
+        payload = encode(ReportBatch(sent_ns=seq, reports=chunk))
+        journal.record_batch(node_id="kor-old", nation="KOR", payload=payload, first_seq=chunk[0].seq,
+                             last_seq=chunk[-1].seq, clock_offset_ns=0, clock_rtt_ns=0,
+                             received_ns=seq, fused_ns=seq, alerts=[])
+    journal.commit()
+    journal.close()
+    relay = Relay(RelayConfig(journal_path=str(path)))
+    try:
+        assert relay.nodes.links["kor-old"].last_seq == 3
+        assert relay.metrics.replayed_inputs._value.get() == 2
+    finally:
+        relay.journal.close()

@@ -81,11 +81,14 @@ class AcceptedBatch:
     acked_seq: int
 
 
-def accept_batch(link: NodeLink, batch: ReportBatch, offset_ns: int) -> AcceptedBatch:
+def accept_batch(
+    link: NodeLink, batch: ReportBatch, offset_ns: int, screen: bool = True
+) -> AcceptedBatch:
     """New reports of ``batch`` for ``link``, with node times moved to the relay's clock by
     ``offset_ns`` (node clock minus relay clock); raises ProtocolError and accepts nothing on a
     report of another nation, a sequence out of order, a gap after the last accepted seq, or a
-    new report no missile's tracker could make (``plausibility.report_problem``)."""
+    new report no missile's tracker could make (``plausibility.report_problem``; not with
+    ``screen`` False, for a journal's replay: what was accepted then is accepted again)."""
     expected = link.last_seq + 1
     new: list[TrackReport] = []
     duplicates = 0
@@ -112,7 +115,7 @@ def accept_batch(link: NodeLink, batch: ReportBatch, offset_ns: int) -> Accepted
                 f"expected seq {expected}, got {report.seq}; resend from {link.last_seq + 1}",
             )
         # a lost track's state is not used
-        problem = None if report.lost else report_problem(report, kernel.covariance_ok)
+        problem = None if report.lost or not screen else report_problem(report, kernel.covariance_ok)
         if problem is not None:
             raise ProtocolError(ErrorCode.SCHEMA_INVALID, f"report seq {report.seq}: {problem}")
         new.append(report)
