@@ -664,3 +664,32 @@ def test_reports_at_the_edges_of_plausible_never_break_the_engine(one_missile):
             assert _finite(msgpack.unpackb(encode(a), raw=False)), a.kind
     assert engine.reports_refused == refused > 0
     assert taken > 100
+
+
+@pytest.mark.parametrize("compensated", [False, True])
+def test_a_step_of_the_wall_clock_moves_the_engines_wall_times_and_ends_no_event(one_missile, compensated):
+    # The relay's wall clock jumps 600 s forward 150 s into the flight (an NTP step, a resumed
+    # VM). Told of it (clock_stepped), the engine's time-outs measure silence, not the step: the
+    # missile keeps its one event. Not told, it declares the event lost at once and the next
+    # report opens a second one with a second LAUNCH_DETECTED (the fault this input mends).
+    reps = reports(one_missile, list(DEFAULT_FEEDS), seed=3)
+    step, cut = 600 * NS, T0 + 150 * NS
+    engine = FusionEngine(FusionConfig())
+    kinds: list = []
+    next_tick, stepped = None, False
+    for t, r in reps:
+        if t >= cut and not stepped:
+            stepped = True
+            if compensated:
+                assert engine.clock_stepped(step) == []
+        t_wall = t + (step if stepped else 0)
+        next_tick = t_wall if next_tick is None else next_tick
+        while t_wall >= next_tick:
+            kinds += [a.kind for a in engine.tick(next_tick)]
+            next_tick += NS
+        kinds += [a.kind for a in engine.ingest(r, node_sent_ns=t_wall, received_ns=t_wall)]
+    launches = kinds.count(AlertKind.LAUNCH_DETECTED)
+    if compensated:
+        assert launches == 1 and AlertKind.TRACK_LOST not in kinds and len(engine.events()) == 1
+    else:
+        assert launches == 2 and AlertKind.TRACK_LOST in kinds and len(engine.events()) == 2

@@ -367,3 +367,40 @@ async def test_a_journal_holding_a_report_todays_screen_refuses_still_replays(tm
         assert relay.metrics.replayed_inputs._value.get() == 2
     finally:
         relay.journal.close()
+
+
+async def test_a_step_of_the_relays_wall_clock_is_an_input_journaled_and_replayed(tmp_path, monkeypatch) -> None:
+    # Between two ticks the relay's wall clock jumps 600 s: the engine's stored wall times move
+    # with it (its event is not silent for 600 s), the step is journaled as an input of its own,
+    # and a relay restarted on the journal replays it to the same state, alert for alert.
+    from warnshare.protocol import Hello, Nation, ReportBatch, encode
+    from warnshare.relay.app import Relay
+
+    path = tmp_path / "relay.sqlite3"
+    relay = Relay(RelayConfig(journal_path=str(path)))
+    link = relay.nodes.hello(Hello(protocol_version=1, nation=Nation.KOR, node_id="kor-s", sent_ns=1))
+    now = time.time_ns()
+    for r in national_reports(STATES, Nation.KOR, track_number=4, t0_ns=now - 10**10)[:5]:
+        batch = ReportBatch(sent_ns=now, reports=[r])
+        relay.ingest_batch(link, batch, encode(batch), time.time_ns())
+    relay.commit()
+    relay.tick()
+    (event,) = relay.engine._events.values()
+    before = event.last_received_ns
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 600 * 10**9)
+    relay.tick()
+    assert relay.metrics.wall_clock_steps._value.get() == 1
+    assert 599.9 < (event.last_received_ns - before) / 1e9 < 600.1
+    steps = [r.clock_offset_ns for r in relay.journal.inputs() if r.kind == "clock_step"]
+    assert len(steps) == 1 and 599.9 < steps[0] / 1e9 < 600.1
+    last_alert = relay.hub.last_alert_id
+    relay.journal.close()
+    again = Relay(RelayConfig(journal_path=str(path)))
+    try:
+        assert again.metrics.replay_mismatches._value.get() == 0
+        assert again.hub.last_alert_id == last_alert
+        (replayed,) = again.engine._events.values()
+        assert replayed.last_received_ns == event.last_received_ns
+    finally:
+        again.journal.close()

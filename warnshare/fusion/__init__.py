@@ -5,6 +5,7 @@ Contract used by the relay (warnshare/relay) and the benchmarks:
     engine = FusionEngine(FusionConfig())
     alerts = engine.ingest(report, node_sent_ns=..., received_ns=..., clock_offset_ns=..., clock_rtt_ns=...)
     alerts = engine.tick(now_ns)
+    alerts = engine.clock_stepped(step_ns)   # the wall clock of received_ns / now_ns stepped
     engine.events() -> list[EventSummary]
     engine.last_alert_id -> int
 

@@ -489,6 +489,20 @@ class FusionEngine:
         out.append(self._alert(event, AlertKind.TRACK_COAST, now_ns, event.last_hops, text,
                                fused_ns=now_ns, state=state, nations=[]))
 
+    def clock_stepped(self, step_ns: int) -> list[Alert]:
+        """The wall clock that ``received_ns`` and ``now_ns`` come from stepped by ``step_ns``
+        (an NTP step, a resumed VM): every wall time the engine holds moves with it, so that its
+        time-outs measure silence and not the step. Track time is not touched. No alerts."""
+        for event in self._events.values():
+            event.last_received_ns += step_ns
+            event.first_received_ns += step_ns
+            event.impact_rx_ns += step_ns
+        for member in self._members.values():
+            member.received_ns += step_ns
+        if self._latest_rx_ns:
+            self._latest_rx_ns += step_ns
+        return []
+
     def predict_due(self, now_ns: int) -> list[Alert]:
         """Make the impact predictions that ``ingest`` left due (``defer_impact``), oldest
         first; their alerts carry the hops of each event's newest report, issued at ``now_ns``."""

@@ -417,25 +417,25 @@ class Relay:
     def tick(self) -> None:
         step = self.wall_steps.observe(time.time_ns(), time.monotonic_ns())
         if step:
-            # Not compensated: the engine's time-outs are wall-clock differences, so a step
-            # forward reads as that much silence from every event (RELIABILITY.md, honest list)
+            # The engine's time-outs are wall-clock differences: unless its stored wall times
+            # move with the clock, a step forward reads as that much silence from every event
             self.metrics.wall_clock_steps.inc()
-            log.warning("the relay's wall clock stepped by %+.3f s: events in flight may be "
-                        "declared lost or coast, and hop latencies across the step are wrong",
-                        step / 1e9)
+            log.warning("the relay's wall clock stepped by %+.3f s: the engine's wall times move "
+                        "with it; hop latencies across the step are wrong", step / 1e9)
+            self._clock_input("clock_step", step)
         self._clock_input("tick")
 
-    def _clock_input(self, kind: str) -> None:
-        """Run one of the engine's inputs that take only the time (``tick`` or ``predict``),
-        journal it (every one, alerts or not: replay needs them all to rebuild the state) and
-        fan its alerts out."""
+    def _clock_input(self, kind: str, step_ns: int = 0) -> None:
+        """Run one of the engine's inputs that take only the time (``tick`` or ``predict``) or
+        a step of the wall clock (``clock_step``), journal it (every one, alerts or not: replay
+        needs them all to rebuild the state) and fan its alerts out."""
         try:
             self.commit()  # the batches before it go first, in alert-id order
         except ProtocolError:
             return  # a failed journal: no more inputs (the engine would run ahead of it)
         now = time.time_ns()
         try:
-            alerts = self._clock_step(kind)(now)
+            alerts = self._time_input(kind, now, step_ns)
         except Exception:
             self.metrics.engine_errors.inc()
             log.exception("fusion engine %s failed", kind)
@@ -445,13 +445,15 @@ class Relay:
         if self.journal:
             try:
                 self._journal(self.journal.record_tick, now_ns=now, fused_ns=fused_ns,
-                              alerts=encoded, kind=kind)
+                              alerts=encoded, kind=kind, step_ns=step_ns)
             except ProtocolError:
                 return  # logged: its alerts are not shown
         self.hub.fan_out(encoded)
 
-    def _clock_step(self, kind: str) -> Callable[[int], list[Alert]]:
-        return self.engine.tick if kind == "tick" else self.engine.predict_due
+    def _time_input(self, kind: str, now_ns: int, step_ns: int) -> list[Alert]:
+        if kind == "clock_step":
+            return self.engine.clock_stepped(step_ns)
+        return self.engine.tick(now_ns) if kind == "tick" else self.engine.predict_due(now_ns)
 
     def maybe_collect_garbage(self, now_s: float) -> bool:
         """A full garbage collection when the relay is idle or the last one is long ago."""
@@ -473,9 +475,9 @@ class Relay:
         inputs = mismatches = 0
         for rec in self.journal.inputs():
             inputs += 1
-            if rec.kind in ("tick", "predict"):
+            if rec.kind in ("tick", "predict", "clock_step"):
                 try:
-                    alerts = self._clock_step(rec.kind)(rec.received_ns)
+                    alerts = self._time_input(rec.kind, rec.received_ns, rec.clock_offset_ns)
                 except Exception:
                     alerts = []
             else:

@@ -2,7 +2,8 @@
 
 An input row is a batch (the exact payload bytes a node sent, which seqs of it were new,
 the clock offset used and the relay's stamps), a tick or a run of the due impact predictions
-(``predict``; both with their ``now_ns``). A batch is committed
+(``predict``; both with their ``now_ns``), or a step of the relay's wall clock (``clock_step``,
+its size in ``clock_offset_ns``). A batch is committed
 before it is acknowledged and before its alerts reach any subscriber, so a ``kill -9`` loses
 nothing that anyone was told about: the node re-sends what was not acknowledged, and replaying
 the inputs through a fresh engine rebuilds the same state and the same alerts.
@@ -30,10 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+INPUT_KINDS = ("batch", "tick", "predict", "clock_step")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('batch', 'tick', 'predict')),
+    kind TEXT NOT NULL CHECK (kind IN ('batch', 'tick', 'predict', 'clock_step')),
     node_id TEXT,
     nation TEXT,
     payload BLOB,
@@ -132,10 +134,11 @@ class Journal:
         self.db.executescript(SCHEMA)
 
     def _migrate(self) -> None:
-        """A journal written before ``predict`` inputs existed: its CHECK constraint refuses
-        them, and SQLite cannot alter a constraint, so the table is copied into the new one."""
+        """A journal written before ``predict`` or ``clock_step`` inputs existed: its CHECK
+        constraint refuses them, and SQLite cannot alter a constraint, so the table is copied
+        into the new one."""
         row = self.db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='inputs'").fetchone()
-        if row is None or "'predict'" in row[0]:
+        if row is None or all(f"'{kind}'" in row[0] for kind in INPUT_KINDS):
             return
         with self._transaction():
             self.db.execute("ALTER TABLE inputs RENAME TO inputs_before_predict")
@@ -208,14 +211,18 @@ class Journal:
                 self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.writer_checkpoints += 1
 
-    def record_tick(self, now_ns: int, fused_ns: int, alerts: list, kind: str = "tick") -> None:
-        """A clock input: a ``tick`` or a ``predict`` (the engine's ``predict_due``), committed
-        at once (after the batches before it: inputs stay in the order the engine saw them)."""
+    def record_tick(
+        self, now_ns: int, fused_ns: int, alerts: list, kind: str = "tick", step_ns: int = 0
+    ) -> None:
+        """A clock input: a ``tick``, a ``predict`` (the engine's ``predict_due``) or a
+        ``clock_step`` of the relay's wall clock (its size in the ``clock_offset_ns`` column),
+        committed at once (after the batches before it: inputs stay in the order the engine saw
+        them)."""
         self.commit()
         with self._transaction():
             self.db.execute(
-                "INSERT INTO inputs (kind, received_ns, fused_ns, clock_offset_ns, clock_rtt_ns) VALUES (?, ?, ?, 0, 0)",
-                (kind, now_ns, fused_ns),
+                "INSERT INTO inputs (kind, received_ns, fused_ns, clock_offset_ns, clock_rtt_ns) VALUES (?, ?, ?, ?, 0)",
+                (kind, now_ns, fused_ns, step_ns),
             )
             self._insert_alerts(alerts)
         self._checkpoints()
