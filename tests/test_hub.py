@@ -396,7 +396,8 @@ async def test_flush_if_due_sends_at_once_unless_the_budget_holds_the_broadcast_
 async def test_the_broadcast_budget_is_wider_while_the_relay_keeps_up_with_its_input() -> None:
     now = [1_000_000_000]
     # 10 direct subscribers: a broadcast every 2.5 ms while keeping up, every 10 ms while behind
-    hub = Hub(frames_per_s=1000.0, broadcast_frames_per_s=4000.0, clock=lambda: now[0])
+    hub = Hub(frames_per_s=1000.0, broadcast_frames_per_s=4000.0, clock=lambda: now[0],
+              pace_clock=lambda: now[0])
     directs = [FakeDirect() for _ in range(10)]
     for d in directs:
         hub.attach(direct_subscriber("msgpack", d, []), [])
@@ -451,3 +452,32 @@ async def test_a_non_finite_number_in_an_alert_goes_to_json_subscribers_as_null(
     assert doc["alerts"][1]["impact"]["lat_deg"] is None and doc["alerts"][1]["impact"]["lon_deg"] is None
     assert doc["alerts"][1]["impact"]["semi_major_m"] == 1.0
     assert len(mp.written) == 1  # msgpack carries the number as it is
+
+
+async def test_a_step_of_the_wall_clock_back_holds_no_frame() -> None:
+    # The broadcast budget and each writer's frame spacing are measured on a monotonic clock;
+    # frames are stamped with the wall clock. Paced on the wall clock, a step back of 600 s (an
+    # NTP step) held the next broadcast, and the next queued frame, for 600 s.
+    wall = [1_700_000_000 * 10**9]
+    hub = Hub(frames_per_s=1000.0, clock=lambda: wall[0])
+    direct = FakeDirect()
+    hub.attach(direct_subscriber("msgpack", direct, []), [])
+    queued: list = []
+    sub = collecting_subscriber("msgpack", queued)
+    sub.clock = lambda: wall[0]
+    sub.min_gap_ns = hub.min_gap_ns
+    hub.attach(sub, [])
+    writer = asyncio.create_task(sub.run_writer())
+    try:
+        hub.publish([make_alert(1)])
+        await asyncio.sleep(0.02)
+        assert len(direct.written) == 1 and ids(queued) == [1]
+        wall[0] -= 600 * 10**9
+        hub.publish([make_alert(2)])
+        await asyncio.sleep(0.05)
+        assert len(direct.written) == 2, "the broadcast waited for the wall clock to catch up"
+        assert ids(queued) == [1, 2], "the writer waited for the wall clock to catch up"
+        assert decode_relay_to_subscriber(queued[-1]).relay_sent_ns == wall[0]  # stamped on the wall clock
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)

@@ -127,6 +127,7 @@ class Subscriber:
     send: Sender
     max_pending: int
     max_frame_alerts: int
+    #: The wall clock that stamps each frame's ``relay_sent_ns``.
     clock: Callable[[], int]
     #: Least time between two frames to this subscriber (ns), asked before each frame: the hub
     #: shares a budget of frames per second among its subscribers, so that under load alerts
@@ -140,7 +141,10 @@ class Subscriber:
     alerts_sent: int = 0
     overflowed: bool = False
     closed: bool = False
+    #: When the last frame went, on ``pace_clock``: a monotonic clock, so that a step of the
+    #: wall clock back does not hold the next frame for as long as the step.
     last_frame_ns: int = 0
+    pace_clock: Callable[[], int] = time.monotonic_ns
     writer: asyncio.Task | None = field(default=None, repr=False)
     #: Alerts at the head of the queue replayed for since= or the current picture: exempt from
     #: the limit and from conflation, or a subscriber resuming after SLOW_CONSUMER (a backlog
@@ -194,7 +198,7 @@ class Subscriber:
         self.writer = asyncio.current_task()
         while not self.closed:
             await self.wake.wait()
-            wait_ns = self.last_frame_ns + self.min_gap_ns() - self.clock()
+            wait_ns = self.last_frame_ns + self.min_gap_ns() - self.pace_clock()
             if wait_ns > 0:
                 await asyncio.sleep(wait_ns / 1e9)
             self.wake.clear()
@@ -206,7 +210,7 @@ class Subscriber:
                 replayed = min(n, self.replay_pending)
                 self.replay_pending -= replayed
                 conflated, self.conflated_pending = self.conflated_pending, 0
-                now = self.clock()
+                now, paced = self.clock(), self.pace_clock()
                 if self.fmt == "json":
                     frame: bytes | str = json_batch(items, now, conflated)
                 else:
@@ -221,7 +225,7 @@ class Subscriber:
                     raise
                 finally:
                     self.sending = False
-                self.last_frame_ns = now
+                self.last_frame_ns = paced
                 self.frames_sent += 1
                 self.alerts_sent += n
                 if self.overflowed:
@@ -240,6 +244,7 @@ class Hub:
         frames_per_s: float = 25_000.0,
         broadcast_frames_per_s: float | None = None,
         clock: Callable[[], int] | None = None,
+        pace_clock: Callable[[], int] | None = None,
     ) -> None:
         self.max_events_cached = max_events_cached
         #: Frames a second the queued writers may send in all; each gets an equal share. The
@@ -260,7 +265,10 @@ class Hub:
         # supersedes the other (a late joiner must not get a coast older than the update)
         self.last_value: OrderedDict[int, dict[AlertKind | str, EncodedAlert]] = OrderedDict()
         self.last_alert_id = 0
+        #: Stamps the frames (wall); the broadcast budget runs on ``pace_clock`` (monotonic), so
+        #: that a step of the wall clock back does not hold the next broadcast that long.
         self.clock = clock or time.time_ns
+        self.pace_clock = pace_clock or time.monotonic_ns
         #: Subscribers the broadcast can write to directly, and the alerts waiting for the
         #: broadcast at the end of this turn of the event loop.
         self.direct: set[Subscriber] = set()
@@ -316,7 +324,7 @@ class Hub:
                 loop = asyncio.get_running_loop()
                 # the frame budget: with N subscribers, one broadcast every N / frames_per_s s
                 # at most; what arrives meanwhile joins it (each write costs a system call)
-                wait_ns = self.last_broadcast_ns + self.broadcast_gap_ns() - self.clock()
+                wait_ns = self.last_broadcast_ns + self.broadcast_gap_ns() - self.pace_clock()
                 if wait_ns > 0:
                     self._flush_handle = loop.call_later(wait_ns / 1e9, self.flush)
                     self._flush_now_ok = False
@@ -345,7 +353,7 @@ class Hub:
         if not items:
             return
         self.broadcasts += 1
-        now = self.last_broadcast_ns = self.clock()
+        now, self.last_broadcast_ns = self.clock(), self.pace_clock()
         frames: dict[tuple[str, Nation | None, int], list[tuple[bytes, int]]] = {}
         for sub in list(self.direct):
             d = sub.direct
