@@ -254,7 +254,7 @@ class Relay:
         self.gc_thresholds: tuple[int, int] | None = None
         self.connections = 0
         self.wall_steps = WallClockSteps()
-        self.started_ns = time.time_ns()
+        self.started_s = time.monotonic()  # uptime: not moved by steps of the wall clock
         self.last_ingest_s = self.last_full_gc_s = time.monotonic()
         regions.warm()
         if self.journal:
@@ -648,7 +648,7 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
         body = {
             "status": "journal failed" if relay.journal_error else "ok",
             "protocol_version": PROTOCOL_VERSION,
-            "uptime_s": round((time.time_ns() - relay.started_ns) / 1e9, 3),
+            "uptime_s": round(time.monotonic() - relay.started_s, 3),
             "nodes_connected": sum(1 for n in relay.nodes.links.values() if n.connection),
             "subscribers": len(relay.hub.subscribers),
             "last_alert_id": relay.hub.last_alert_id,
