@@ -429,7 +429,7 @@ def _checked_report(u, measured_ns: int, skew_ns: int, data_mode: DataMode) -> T
     except (ValidationError, ValueError) as exc:
         problem = str(exc).splitlines()[0]
     else:
-        problem = None if r.lost else report_problem(r)
+        problem = report_problem(r)
         if problem is None:
             return r
     log.error("%s track %s: update not sent, the tracker's state is wrong: %s",

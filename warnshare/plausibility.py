@@ -93,8 +93,11 @@ def covariance_psd(u: Sequence[float]) -> bool:
 def report_problem(
     report: TrackReport, psd: Callable[[Sequence[float]], bool] = covariance_psd
 ) -> str | None:
-    """Why ``report`` cannot be a national track of a missile, or None when it can. ``psd`` is
-    the covariance test: ``covariance_psd`` or its compiled twin ``kernel.covariance_ok``."""
+    """Why ``report`` cannot be a national track of a missile, or None when it can (always for
+    a ``lost`` report, whose state nobody uses). ``psd`` is the covariance test:
+    ``covariance_psd`` or its compiled twin ``kernel.covariance_ok``."""
+    if report.lost:
+        return None
     x, y, z = report.position_ecef_m
     r2 = x * x + y * y + z * z
     if not _MIN_R2 <= r2 <= _MAX_R2:

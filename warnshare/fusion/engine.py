@@ -357,8 +357,7 @@ class FusionEngine:
         key = (report.nation, report.track_number)
         tov = report.time_of_validity_ns
         member = self._members.get(key)
-        if (self.config.screen_reports and not report.lost
-                and report_problem(report, kernel.covariance_ok) is not None):
+        if self.config.screen_reports and report_problem(report, kernel.covariance_ok) is not None:
             self.reports_refused += 1
             return out
         if report.lost:

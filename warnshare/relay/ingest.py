@@ -114,8 +114,7 @@ def accept_batch(
                 ErrorCode.SEQUENCE_GAP,
                 f"expected seq {expected}, got {report.seq}; resend from {link.last_seq + 1}",
             )
-        # a lost track's state is not used
-        problem = None if report.lost or not screen else report_problem(report, kernel.covariance_ok)
+        problem = report_problem(report, kernel.covariance_ok) if screen else None
         if problem is not None:
             raise ProtocolError(ErrorCode.SCHEMA_INVALID, f"report seq {report.seq}: {problem}")
         new.append(report)

@@ -35,7 +35,7 @@ INPUT_KINDS = ("batch", "tick", "predict", "clock_step")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('batch', 'tick', 'predict', 'clock_step')),
+    kind TEXT NOT NULL CHECK (kind IN (""" + ", ".join(f"'{k}'" for k in INPUT_KINDS) + """)),
     node_id TEXT,
     nation TEXT,
     payload BLOB,
@@ -141,10 +141,10 @@ class Journal:
         if row is None or all(f"'{kind}'" in row[0] for kind in INPUT_KINDS):
             return
         with self._transaction():
-            self.db.execute("ALTER TABLE inputs RENAME TO inputs_before_predict")
+            self.db.execute("ALTER TABLE inputs RENAME TO inputs_before_migration")
             self.db.execute(SCHEMA.split(";")[0])
-            self.db.execute("INSERT INTO inputs SELECT * FROM inputs_before_predict")
-            self.db.execute("DROP TABLE inputs_before_predict")
+            self.db.execute("INSERT INTO inputs SELECT * FROM inputs_before_migration")
+            self.db.execute("DROP TABLE inputs_before_migration")
 
     def record_batch(
         self,
