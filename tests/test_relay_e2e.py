@@ -197,6 +197,46 @@ async def test_node_that_reconnects_resends_only_what_was_not_acked(relay_server
     assert link.accepted == len(reports) and link.duplicates == 10 and link.last_seq == len(reports)
 
 
+async def test_a_relay_that_lost_its_state_takes_up_a_nodes_numbering() -> None:
+    """A relay replaced by one without its state (no journal, a standby taking over) meets a
+    node whose first reports the old one acknowledged: the node holds them no more, so the new
+    relay must take up its numbering where it is. Held to seq 1, it refused the node's every
+    batch with SEQUENCE_GAP and the node reconnected forever, sending nothing more."""
+    from tests.conftest import start_relay
+    from warnshare.relay.app import RelayConfig
+
+    reports = national_reports(STATES, Nation.KOR, track_number=7, measured_base_ns=time.time_ns())
+    old = start_relay(RelayConfig())
+    port = old.port
+    pub = NodePublisher(old.ws_url, Nation.KOR, "kor-1", backoff_initial_s=0.05, backoff_max_s=0.2)
+    pub.task = asyncio.create_task(pub.run())
+    new = None
+    try:
+        pub.submit(reports[:20])
+        assert await pub.wait_acked(10) and pub.acked_seq == 20
+        old.stop()
+        new = start_relay(RelayConfig(), port=port)  # the same address, nothing of the old state
+        listener = Listener(new.ws_url, "msgpack")
+        await listener.start()
+        pub.submit(reports[20:40])
+        assert await pub.wait_acked(10), f"the node is stuck: {pub.stats.errors[-1:]}"
+        link = new.relay.nodes.links["kor-1"]
+        assert (link.last_seq, link.accepted, link.duplicates) == (40, 20, 0)
+        assert not any("SEQUENCE_GAP" in e for e in pub.stats.errors)
+        # the new relay fuses and shows what it took: a TRACK_UPDATE for every report of 21-40
+        await listener.wait_for(
+            lambda alerts: sum(a.kind == AlertKind.TRACK_UPDATE for a in alerts) == 20
+        )
+        metrics = httpx.get(f"{new.http_url}/metrics").text
+        assert "warnshare_node_numbering_taken_up_total 1.0" in metrics
+        await listener.ws.close()
+    finally:
+        await stop_publishers([pub])
+        if new is not None:
+            new.stop()
+        old.stop()
+
+
 async def _expect_refusal(url: str, frames: list, code: ErrorCode | None, close_code: int) -> None:
     error = None
     closed = None

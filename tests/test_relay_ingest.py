@@ -9,6 +9,7 @@ from warnshare.protocol import ErrorCode, Hello, Nation, ProtocolError, ReportBa
 from warnshare.relay.ingest import NodeRegistry, accept_batch
 
 STATES = ballistic_arc(39.2, 125.7, 95, 5500, 40, 20)
+LONG = ballistic_arc(39.2, 125.7, 95, 5500, 40, 40)
 
 
 def link(nation: Nation = Nation.JPN):
@@ -38,6 +39,34 @@ def test_a_gap_refuses_the_whole_batch_and_keeps_state() -> None:
     assert info.value.code == ErrorCode.SEQUENCE_GAP
     assert lk.last_seq == 3
     assert accept_batch(lk, batch(reports[3:5]), 0).acked_seq == 5
+
+
+def test_a_link_that_holds_nothing_takes_up_the_nodes_numbering_where_it_is() -> None:
+    # a relay that lost its state meets a node whose reports 1-20 another relay acknowledged
+    lk = link()
+    reports = national_reports(LONG, Nation.JPN, track_number=1)
+    taken = accept_batch(lk, batch(reports[20:25]), 0)
+    assert [r.seq for r in taken.reports] == [21, 22, 23, 24, 25]
+    assert taken.taken_up_at == 21 and taken.acked_seq == 25 and lk.accepted == 5
+    # from there on the numbering is held as ever: resends are duplicates, a gap is refused
+    again = accept_batch(lk, batch(reports[23:27]), 0)
+    assert again.duplicates == 2 and again.taken_up_at == 0 and again.acked_seq == 27
+    with pytest.raises(ProtocolError) as info:
+        accept_batch(lk, batch(reports[28:30]), 0)
+    assert info.value.code == ErrorCode.SEQUENCE_GAP and lk.last_seq == 27
+    # a batch starting at 1 is no take-up
+    assert accept_batch(link(), batch(reports[:3]), 0).taken_up_at == 0
+
+
+def test_a_refused_first_batch_takes_nothing_up() -> None:
+    lk = link(Nation.JPN)
+    late = national_reports(LONG, Nation.JPN, track_number=1)[20:22]
+    spoofed = national_reports(STATES, Nation.KOR, track_number=1, first_seq=23)[:1]
+    with pytest.raises(ProtocolError):
+        accept_batch(lk, batch(late + spoofed), 0)
+    assert lk.last_seq == 0 and lk.accepted == 0
+    # still nothing held: the node's next batch, wherever it starts, is taken up
+    assert accept_batch(lk, batch(late[1:]), 0).taken_up_at == 22
 
 
 def test_a_report_of_another_nation_refuses_the_batch() -> None:

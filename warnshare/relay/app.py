@@ -181,6 +181,12 @@ class RelayMetrics:
             ["node_id"],
             registry=r,
         )
+        self.seq_taken_up = Counter(
+            "warnshare_node_numbering_taken_up",
+            "Nodes whose first batch to this relay started past seq 1 (the relay held nothing of "
+            "them: it lost its state, or another relay acknowledged their earlier reports)",
+            registry=r,
+        )
         self.replayed_inputs = Gauge(
             "warnshare_journal_replayed_inputs", "Journal inputs replayed at start-up", registry=r
         )
@@ -283,6 +289,12 @@ class Relay:
             # node's resend would be dropped as a duplicate and its alerts never shown.
             link.last_seq, link.accepted, link.duplicates = before
             raise
+        if accepted.taken_up_at:
+            self.metrics.seq_taken_up.inc()
+            log.warning("node %s (%s): this relay holds nothing of it and its reports start at "
+                        "seq %d; taken up there (seqs before it were acknowledged by a relay "
+                        "whose state this one does not have)",
+                        link.node_id, link.nation.value, accepted.taken_up_at)
         self.metrics.ingest_seconds.observe((time.time_ns() - received_ns) / 1e9)
         # every batch makes one (the acks of a group are cumulative: only the last is sent)
         return construct(Ack, {

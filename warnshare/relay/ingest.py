@@ -79,6 +79,9 @@ class AcceptedBatch:
     node_sent_ns: int  # on the relay clock
     duplicates: int
     acked_seq: int
+    #: The seq at which this relay took up the node's numbering, when it held nothing of the
+    #: node before this batch and the batch started past seq 1 (0 otherwise).
+    taken_up_at: int = 0
 
 
 def accept_batch(
@@ -88,8 +91,16 @@ def accept_batch(
     ``offset_ns`` (node clock minus relay clock); raises ProtocolError and accepts nothing on a
     report of another nation, a sequence out of order, a gap after the last accepted seq, or a
     new report no missile's tracker could make (``plausibility.report_problem``; not with
-    ``screen`` False, for a journal's replay: what was accepted then is accepted again)."""
+    ``screen`` False, for a journal's replay: what was accepted then is accepted again).
+
+    A link that has accepted nothing yet takes up the node's numbering at the batch's first
+    seq: a relay that lost its state (run without its journal, or a standby taking over) meets
+    nodes whose earlier reports another relay acknowledged, and which they therefore no longer
+    hold. Holding such a node to seq 1 refused its every batch with ``SEQUENCE_GAP``, forever."""
     expected = link.last_seq + 1
+    taken_up_at = 0
+    if link.last_seq == 0 and batch.reports and batch.reports[0].seq > 1:
+        expected = taken_up_at = batch.reports[0].seq
     new: list[TrackReport] = []
     duplicates = 0
     previous = 0
@@ -134,4 +145,4 @@ def accept_batch(
     link.last_seq = expected - 1
     link.accepted += len(new)
     link.duplicates += duplicates
-    return AcceptedBatch(new, batch.sent_ns - offset, duplicates, link.last_seq)
+    return AcceptedBatch(new, batch.sent_ns - offset, duplicates, link.last_seq, taken_up_at)
