@@ -237,6 +237,40 @@ async def test_a_relay_that_lost_its_state_takes_up_a_nodes_numbering() -> None:
         old.stop()
 
 
+async def test_submit_refuses_what_the_relay_would_refuse_and_queues_nothing_of_it(
+    relay_server,
+) -> None:
+    """A program that builds its own reports learns at ``submit`` what the relay would refuse:
+    before, another nation's report or an impossible one closed the link for good
+    (NodeRejected), and a skipped seq was refused as a gap on every reconnection."""
+    reports = national_reports(STATES, Nation.JPN, track_number=3, measured_base_ns=time.time_ns())
+    pub = NodePublisher(relay_server.ws_url, Nation.JPN, "jpn-own", backoff_initial_s=0.05)
+    pub.task = asyncio.create_task(pub.run())
+    try:
+        pub.submit(reports[:5])
+        fast = reports[6].model_copy(update={"velocity_ecef_mps": [1e200, 0.0, 0.0]})
+        korean = reports[6].model_copy(update={"nation": Nation.KOR})
+        refusals = {
+            "an impossible state": ([reports[5], fast, reports[7]], "report seq 7: speed"),
+            "another nation": ([reports[5], korean], "report seq 7 is KOR's"),
+            "a skipped seq": ([reports[5], reports[7]], "report seq 8 does not follow seq 6"),
+            "a seq sent before": (reports[3:7], "report seq 4 does not follow seq 5"),
+        }
+        for what, (bad, says) in refusals.items():
+            with pytest.raises(ValueError, match=says):
+                pub.submit(bad)
+            assert all(r.seq <= 5 for r in pub.outbox), f"{what}: part of a refused call queued"
+        with pytest.raises(TypeError):
+            pub.submit([reports[5].model_dump()])
+        pub.submit(reports[5:])  # nothing of the refused calls was kept: it goes on at seq 6
+        assert await pub.wait_acked(10), pub.stats.errors
+        link = relay_server.relay.nodes.links["jpn-own"]
+        assert (link.last_seq, link.accepted) == (len(reports), len(reports))
+        assert pub.stats.errors == [] and not pub.task.done()
+    finally:
+        await stop_publishers([pub])
+
+
 async def _expect_refusal(url: str, frames: list, code: ErrorCode | None, close_code: int) -> None:
     error = None
     closed = None

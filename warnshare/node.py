@@ -128,6 +128,7 @@ class NodePublisher:
         self.outbox: deque[TrackReport] = deque()  # unacknowledged, in seq order
         self.acked_seq = 0
         self._next_seq = 1
+        self._last_queued = 0  # seq of the last report submitted (0: none yet)
         self._unsent = 0  # index into outbox of the first report not sent on this connection
         self._new = asyncio.Event()
         self._all_acked = asyncio.Event()
@@ -145,16 +146,40 @@ class NodePublisher:
         return seq
 
     def submit(self, reports: Iterable[TrackReport]) -> None:
-        """Queue reports for publication, in ascending seq (from next_seq, or a node's own log
-        of reports numbered before a restart: next_seq then continues after them)."""
-        added = False
-        for r in reports:
-            self.outbox.append(r)
-            self._next_seq = max(self._next_seq, r.seq + 1)
-            added = True
-        if added:
-            self._all_acked.clear()
-            self._new.set()
+        """Queue reports for publication, numbered on from the last one queued (from next_seq,
+        or a node's own log of reports numbered before a restart: next_seq then continues after
+        them).
+
+        Raises ValueError, and queues none of them, when one could only be refused by the
+        relay: a report of another nation or one no missile's tracker could make (the relay
+        would close the link for good), or a seq that does not follow the one before (the relay
+        would refuse it as a gap on every reconnection, and nothing after it would ever go)."""
+        batch = list(reports)
+        expected = self._last_queued + 1 if self._last_queued else None
+        for r in batch:
+            if not isinstance(r, TrackReport):
+                raise TypeError(f"submit takes TrackReports, not {type(r).__name__}")
+            if r.nation != self.nation:
+                raise ValueError(
+                    f"report seq {r.seq} is {r.nation.value}'s; this node speaks for "
+                    f"{self.nation.value}"
+                )
+            if expected is not None and r.seq != expected:
+                raise ValueError(
+                    f"report seq {r.seq} does not follow seq {expected - 1}: each report must "
+                    "be numbered one after the report before it"
+                )
+            problem = report_problem(r)
+            if problem is not None:
+                raise ValueError(f"report seq {r.seq}: {problem}")
+            expected = r.seq + 1
+        if not batch:
+            return
+        self.outbox.extend(batch)
+        self._last_queued = batch[-1].seq
+        self._next_seq = max(self._next_seq, self._last_queued + 1)
+        self._all_acked.clear()
+        self._new.set()
 
     async def wait_acked(self, timeout_s: float | None = None) -> bool:
         try:
