@@ -468,3 +468,48 @@ async def test_a_tracker_glitch_costs_one_report_not_the_nations_feed() -> None:
         assert not pub.stats.errors
     finally:
         running.stop()
+
+
+async def test_a_step_back_of_the_node_hosts_wall_clock_does_not_hold_its_replay(monkeypatch) -> None:
+    # The replay's schedule is in wall-clock instants (nodes share --start-at); paced on the
+    # wall clock itself, a 600 s step back (an NTP step) after the first reports held the rest
+    # for 600 s.
+    import types
+
+    from sims import load_scenario, simulate
+    from warnshare import node as node_module
+
+    updates = simulate(load_scenario(SCENARIO), seed=0, nations=["JPN"]).national_tracks["JPN"]
+    step = {"ns": 0}
+    host_time = types.SimpleNamespace(
+        time_ns=lambda: time.time_ns() + step["ns"], monotonic_ns=time.monotonic_ns,
+    )
+    monkeypatch.setattr(node_module, "time", host_time)
+
+    class Publisher:
+        node_id, paused = "jpn-stepped", False
+
+        def __init__(self) -> None:
+            self.seq, self.submitted = 0, []
+
+        def next_seq(self) -> int:
+            self.seq += 1
+            return self.seq
+
+        def submit(self, reports) -> None:
+            self.submitted.extend(reports)
+            step["ns"] = -600_000_000_000  # the host's clock steps back once reports flow
+
+        async def wait_acked(self, timeout_s: float) -> bool:
+            return True
+
+    pub, speed = Publisher(), 400.0
+    t0 = updates[0].available_ns
+    planned_s = (updates[-1].available_ns - t0) / 1e9 / speed
+    started = time.monotonic()
+    res = await asyncio.wait_for(
+        node_module.play_scenario(pub, updates, scenario_start_ns=t0, start_wall_ns=time.time_ns(),
+                                  speed=speed), timeout=planned_s + 20)
+    took = time.monotonic() - started
+    assert res.published == len(pub.submitted) == len(updates) and step["ns"] < 0
+    assert took < planned_s + 5, f"replay of {planned_s:.1f} s took {took:.1f} s"

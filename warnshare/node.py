@@ -394,16 +394,20 @@ async def play_scenario(
         t_s = (sim_ns - scenario_start_ns) / 1e9
         return [f for f in faults if f.kind == kind and f.start_s <= t_s < f.end_s]
 
+    # The schedule is in wall-clock instants (nodes share --start-at), but it is kept on the
+    # monotonic clock, read against the wall clock once: a step of the host's wall clock (an
+    # NTP step back) would otherwise hold the replay for as long as the step
+    wall_minus_monotonic = time.time_ns() - time.monotonic_ns()
     published = dropped = unsendable = 0
     i = 0
     n = len(updates)
     while i < n:
         due = wall(updates[i].available_ns)
-        delay = (due - time.time_ns()) / 1e9
+        delay = (due - wall_minus_monotonic - time.monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
         # everything due by now goes out together
-        now = time.time_ns()
+        now = time.monotonic_ns() + wall_minus_monotonic
         group = []
         while i < n and wall(updates[i].available_ns) <= now + 1_000_000:
             group.append(updates[i])
