@@ -167,6 +167,30 @@ async def test_replayed_and_stale_frames_are_refused(secure_relay, keys) -> None
     assert secure_relay.relay.nodes.links["usa-rp"].accepted == 5
 
 
+async def test_a_captured_hello_stays_refused_however_many_batches_follow(secure_relay, keys) -> None:
+    # Hello nonces and batch signatures shared one memory of 4,096 per node id: a node sending
+    # more batches than that within the 30 s window flushed its hello's nonce, and the captured
+    # hello, replayed, was welcomed and took the node's connection over (SUPERSEDED).
+    url = secure_relay.ws_url
+    node = NodePublisher(url, Nation.USA, "usa-flood", key=key(keys, Nation.USA))
+    report = national_reports(STATES, Nation.USA, track_number=1)[:1]
+    hello = encode(node._hello())
+    async with websockets.connect(f"{url}/v1/ingest", max_queue=None) as ws:
+        await ws.send(hello)
+        await ws.recv()
+        for _ in range(4_200):  # one report, acked by the first; the rest are duplicates
+            await ws.send(node._batch_frame(ReportBatch(sent_ns=time.time_ns(), reports=report)))
+        link = secure_relay.relay.nodes.links["usa-flood"]
+        deadline = time.monotonic() + 60
+        while link.duplicates < 4_199 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # (welcomed, the replay would be kept open and sent clock requests: hence the time-out)
+        err, code = await asyncio.wait_for(refusal(url, [hello]), 10)
+        assert err is not None and err.code == ErrorCode.REPLAYED and code == CloseCode.REPLAYED
+        await ws.ping()  # the honest connection is still the node's
+    assert (link.accepted, link.duplicates) == (1, 4_199)
+
+
 async def listen(url: str, token: str | None, n_frames_timeout: float = 3.0) -> list:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     got = []

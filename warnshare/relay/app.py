@@ -248,7 +248,9 @@ class Relay:
             frames_per_s=config.frames_per_s,
             broadcast_frames_per_s=config.broadcast_frames_per_s,
         )
-        self.replay_guards: dict[str, ReplayGuard] = {}
+        #: Per node id and kind of token ("hello" nonces, "batch" signatures): apart, so that a
+        #: node's batches, however many, cannot push its hellos' nonces out of the memory.
+        self.replay_guards: dict[tuple[str, str], ReplayGuard] = {}
         self._after_handle: asyncio.Handle | None = None
         #: Alerts of the batches ingested since the last ``commit``, in alert-id order.
         self.uncommitted: list[EncodedAlert] = []
@@ -533,10 +535,10 @@ class Relay:
             EncodedAlert.from_msgpack(body) for _, body in self.journal.alert_bodies(after_alert_id)
         ]
 
-    def replay_guard(self, node_id: str) -> ReplayGuard:
-        guard = self.replay_guards.get(node_id)
+    def replay_guard(self, node_id: str, kind: str) -> ReplayGuard:
+        guard = self.replay_guards.get((node_id, kind))
         if guard is None:
-            guard = self.replay_guards[node_id] = ReplayGuard(self.config.time_window_ns)
+            guard = self.replay_guards[node_id, kind] = ReplayGuard(self.config.time_window_ns)
         return guard
 
 
@@ -901,8 +903,8 @@ def _authenticate_hello(relay: Relay, hello: Hello) -> str | None:
     trust.verify_hello(
         hello.nation, hello.node_id, hello.sent_ns, auth.key_id, auth.nonce, auth.signature
     )
-    relay.replay_guard(hello.node_id).check(
-        b"hello\0" + auth.nonce, hello.sent_ns, time.time_ns(), "hello"
+    relay.replay_guard(hello.node_id, "hello").check(
+        auth.nonce, hello.sent_ns, time.time_ns(), "hello"
     )
     return auth.key_id
 
@@ -930,8 +932,8 @@ def _open_batch(
     inner = decode_node_message(msg.payload)
     if not isinstance(inner, ReportBatch):
         raise ProtocolError(ErrorCode.SCHEMA_INVALID, "signed_batch payload must be a report_batch")
-    relay.replay_guard(link.node_id).check(
-        b"batch\0" + msg.signature, link.clock.to_local(inner.sent_ns), received_ns, "batch"
+    relay.replay_guard(link.node_id, "batch").check(
+        msg.signature, link.clock.to_local(inner.sent_ns), received_ns, "batch"
     )
     return inner, msg.payload
 
