@@ -94,6 +94,37 @@ def test_correction_withdraws_a_fall_in_the_eez(monkeypatch):
     assert "withdraws" in corr[0].text
 
 
+def test_a_wider_prediction_that_still_allows_the_issued_one_is_not_reissued(monkeypatch):
+    """A track re-acquired after a gap gives a wide prediction before it converges: issued, it
+    replaced a prediction 5-60 km off with one 150-850 km off (lofted ICBMs, every such re-issue
+    over seeds 0-6 of the bundled scenarios). A prediction is re-issued when it leaves the issued
+    ellipse and is no wider, or is at odds with the issued one."""
+    truth = fly(Launch(39.0, 127.5, 95.0, T0, burn_s=60.0, thrust_mps2=40.0, elevation_deg=45.0), dt=0.5)
+    reps = reports([truth], list(DEFAULT_FEEDS), seed=22)
+    lat, lon = 40.0, 134.0
+    phases = [
+        (lon, 20e3),          # issued
+        (lon + 1.8, 400e3),   # 150 km off and 20 times wider, the issued point inside: held
+        (lon - 1.2, 20e3),    # 100 km off, no wider: re-issued
+        (lon + 8.8, 400e3),   # wider, but 850 km off: the issued point outside it, re-issued
+    ]
+    calls = {"n": 0}
+
+    def fake_predict(x, p, tov_ns, max_time_s):
+        phase_lon, semi = phases[min(calls["n"] // 3, len(phases) - 1)]
+        calls["n"] += 1
+        return _gp(lat, phase_lon, tov_ns + 60 * NS, semi)
+
+    monkeypatch.setattr(engine_module, "predict_impact", fake_predict)
+    _engine, alerts = feed(reps)
+    assert calls["n"] > 3 * len(phases), "every phase must be predicted"
+    preds = [a for a in alerts if a.kind == AlertKind.IMPACT_PREDICTED]
+    assert [round(a.impact.lon_deg, 1) for a in preds] == [lon, lon - 1.2, lon + 8.8]
+    # the held prediction still went out with the track updates, as the newest picture
+    updates = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE and a.impact is not None]
+    assert any(round(a.impact.lon_deg, 1) == lon + 1.8 for a in updates)
+
+
 def test_duplicate_events_merge_with_a_correction():
     """Two nations with a bias larger than the gate expects start two events; once the gate
     agrees (bias allowance raised at merge time is not needed: the scan merges when they gate),
