@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from warnshare.fusion import FusionConfig, FusionEngine
+from warnshare.fusion.dynamics import covariance_from_upper
 from warnshare.fusion.synthetic import DEFAULT_FEEDS, Launch, fly, reports
-from warnshare.protocol import AlertKind, FlightPhase, Nation, encode
+from warnshare.protocol import (
+    NATIONS,
+    AlertKind,
+    FlightPhase,
+    Nation,
+    TrackReport,
+    covariance_to_upper,
+    encode,
+)
 
 T0 = 1_700_000_000 * 10**9
 NS = 10**9
@@ -693,3 +702,69 @@ def test_a_step_of_the_wall_clock_moves_the_engines_wall_times_and_ends_no_event
         assert launches == 1 and AlertKind.TRACK_LOST not in kinds and len(engine.events()) == 1
     else:
         assert launches == 2 and AlertKind.TRACK_LOST in kinds and len(engine.events()) == 2
+
+
+@pytest.fixture(scope="module")
+def lofted():
+    """A lofted shot (apogee ~1,760 km, 26 min): KOR holds it high on the way up (releasable to
+    the USA and KOR only), nobody for 15 minutes, then a fresh JPN track re-acquires it coming
+    down: its position good to ~1 km, its velocity not yet converged (~300 m/s off)."""
+    truth = fly(Launch(39.0, 125.7, 90.0, T0, burn_s=150.0, thrust_mps2=40.0, elevation_deg=80.0), dt=0.5)
+    rng = np.random.default_rng(5)
+    reps = []
+
+    def report(nation, number, seq, t_s, pos_sigma, vel_sigma, releasable):
+        t = T0 + int(t_s * NS)
+        x = truth.at(t)
+        err = np.concatenate([rng.normal(0, pos_sigma, 3), rng.normal(0, vel_sigma, 3)])
+        cov = np.diag([pos_sigma**2] * 3 + [vel_sigma**2] * 3)
+        return t, TrackReport(
+            seq=seq, nation=nation, track_number=number, time_of_validity_ns=t, measured_ns=t,
+            position_ecef_m=(x[:3] + err[:3]).tolist(), velocity_ecef_mps=(x[3:] + err[3:]).tolist(),
+            covariance=covariance_to_upper(cov), track_quality=10,
+            flight_phase=FlightPhase.MIDCOURSE, releasable_to=releasable,
+        )
+
+    for k, t_s in enumerate(range(200, 400)):
+        reps.append(report(Nation.KOR, 7, k + 1, t_s, 150.0, 3.0, [Nation.USA, Nation.KOR]))
+    # the velocity error is drawn once, as a young track's is: a bias, not noise
+    for k, t_s in enumerate(range(1300, 1572)):
+        reps.append(report(Nation.JPN, 40, k + 1, t_s, 1_000.0, 0.0, list(NATIONS)))
+    young = rng.normal(0, 400.0, 3)
+    cov = covariance_to_upper(np.diag([1_000.0**2] * 3 + [500.0**2] * 3))
+    reps = [(t, r) if r.nation != Nation.JPN else (t, r.model_copy(update={
+        "velocity_ecef_mps": (np.array(r.velocity_ecef_mps) + young).tolist(), "covariance": cov}))
+        for t, r in reps]
+    return truth, reps
+
+
+def test_a_reacquired_event_is_fused_with_its_coasted_state_while_it_adds_something(lofted):
+    truth, reps = lofted
+    cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=10_000 * NS)
+    runs = {prior: run(reps, dataclasses.replace(cfg, coast_prior=prior)) for prior in (True, False)}
+    jpn_updates = {}
+    for prior, (engine, alerts) in runs.items():
+        assert len(engine.events()) == 1, "the JPN track must re-acquire the coasting event"
+        jpn_updates[prior] = [a for a in alerts if a.kind == AlertKind.TRACK_UPDATE
+                              and a.nations == [Nation.JPN]]
+
+    def velocity_error(a):
+        return float(np.linalg.norm(np.array(a.state.velocity_ecef_mps) - truth.at(a.state.time_of_validity_ns)[3:]))
+
+    def nees(a):
+        e = np.array(a.state.position_ecef_m + a.state.velocity_ecef_mps) - truth.at(a.state.time_of_validity_ns)
+        return float(e @ np.linalg.solve(np.array(covariance_from_upper(a.state.covariance)), e))
+
+    high = [a for a in jpn_updates[True] if a.state.alt_m > 150_000.0]
+    assert len(high) > 100
+    # without the coasted state the fused velocity is the young track's, hundreds of m/s off
+    alone = [velocity_error(a) for a in jpn_updates[False] if a.state.alt_m > 150_000.0]
+    assert min(alone) > 100.0
+    # with it, within metres per second, and still consistent (6-dof chi-square, 99.9%: 22.5)
+    assert max(velocity_error(a) for a in high) < 25.0
+    assert max(nees(a) for a in high) < 22.5
+    # the state it carries was made from KOR's tracks too: it goes only where KOR's may go
+    assert all(a.releasable_to == [Nation.USA, Nation.KOR] for a in high)
+    # below 120 km the coasted state (no drag in it) is let go: JPN's track alone, releasable to all
+    low = [a for a in jpn_updates[True] if a.state.alt_m < 100_000.0]
+    assert low and all(a.releasable_to == list(NATIONS) for a in low)

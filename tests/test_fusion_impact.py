@@ -118,3 +118,30 @@ def test_energy_height_applies_to_arcs_entering_the_air_shallowly(alt_km, gamma_
     # above the atmosphere the vacuum arc is right: no allowance
     high = np.asarray(geo.geodetic_to_ecef(38.0, 131.0, 300e3), dtype=float).ravel()
     assert impact.energy_height_m(np.concatenate([high, 2000.0 * east])) == 0.0
+
+
+def test_a_state_flown_for_minutes_carries_the_covariance_its_errors_have():
+    # A lofted missile coasting 17 minutes high above every radar: 400 states drawn from the
+    # covariance at the start of the coast, each flown through the gravity field, are scattered
+    # at its end as fly_state's covariance says (average NEES near 6), and not as the
+    # constant-velocity transition says, which misses how gravity shears the errors.
+    from warnshare.fusion.synthetic import Launch, fly
+
+    rng = np.random.default_rng(3)
+    t0 = 1_700_000_000 * 10**9
+    truth = fly(Launch(39.0, 125.7, 90.0, t0, burn_s=150.0, thrust_mps2=40.0, elevation_deg=80.0), dt=0.5)
+    x0 = truth.at(t0 + 300 * 10**9)  # climbing through 1,000 km; apogee 1,760 km, falls at 1,572 s
+    p0 = np.diag([300.0**2] * 3 + [3.0**2] * 3)
+    dt = 1_000.0
+    x1, p1 = impact.fly_state(x0, p0, dt, 0.0)
+    samples = rng.multivariate_normal(x0, p0, 400)
+    for _ in range(200):
+        samples = dynamics.rk4_batch(samples, dt / 200)
+    assert np.linalg.norm(samples.mean(axis=0)[:3] - x1[:3]) < 1_000.0
+
+    def average_nees(p):
+        e = samples - x1
+        return float(np.mean(np.einsum("ij,ij->i", e, np.linalg.solve(p, e.T).T)))
+
+    assert 4.5 < average_nees(p1) < 7.5
+    assert average_nees(dynamics.predict_covariance(p0, dt, 0.0)) > 50.0

@@ -20,6 +20,7 @@ from warnshare import regions
 from warnshare.fusion import association, ci, dynamics, kernel
 from warnshare.fusion.impact import (
     GroundPoint,
+    fly_state,
     launch_from_ballistic,
     launch_from_boost,
     predict_impact,
@@ -107,6 +108,7 @@ _CLOCK_STEP_S = 5.0
 # above this a ballistic state's orbit is its future and past path: no drag, no lift
 _EXO_ALT_M = 120_000.0
 _ATMOSPHERE_R2 = (6_371_000.0 + 80_000.0) ** 2
+_EXO_R2 = (6_371_000.0 + _EXO_ALT_M) ** 2
 _POS_DIAG = np.arange(3)
 _PROTECTED_AREAS = frozenset({ImpactArea.JPN_TERRITORY, ImpactArea.KOR_TERRITORY, ImpactArea.JPN_EEZ})
 _AREA_TEXT = {
@@ -132,6 +134,22 @@ class FusionConfig:
     q_ballistic: float = 4.0
     #: ... below ~80 km, where drag and pull-up manoeuvres (KN-23) act.
     q_atmosphere: float = 2500.0
+    #: ... for the coasted prior below, flown above 120 km: J2 is modelled and nothing else acts
+    #: there. ``q_ballistic`` is sized for the seconds between national reports: over a lofted
+    #: ICBM's 45-minute coast it gave a covariance of 290 km (1-sigma, position) about a state
+    #: 3.4 km off, which no fusion would give any weight.
+    q_exo_coast: float = 0.01
+    #: A re-acquired event (its last state older than ``member_drop_s``: it coasted, unseen,
+    #: and every track that made that state has left it) fuses its members' fusion with that
+    #: last state flown forward (CI), while above 120 km and until CI gives it no weight: a
+    #: fresh national track knows the position within km but not yet the velocity (hundreds of
+    #: m/s), which the coasted state still knows within m/s. CI keeps the fusion consistent
+    #: whatever the two share. Not with the "independent" rule (it would count the prior as
+    #: new information).
+    coast_prior: bool = True
+    #: ... if that state knew its velocity within this (1-sigma per axis, RMS): a poorer one
+    #: adds little, and flown for minutes its errors stop being Gaussian.
+    coast_prior_max_vel_sigma_mps: float = 30.0
     #: A member older than this (relative to the newest) is left out of the fused state.
     member_stale_s: float = 5.0
     #: A member older than this leaves its event (its nation may come back under any number).
@@ -240,6 +258,16 @@ class _Member:
 
 
 @dataclass(slots=True)
+class _Prior:
+    """An event's state from before it coasted, and the releasability of what made it."""
+
+    x: list[float]
+    p: NDArray
+    tov_ns: int
+    releasable: tuple[Nation, ...]
+
+
+@dataclass(slots=True)
 class _Event:
     event_id: int
     data_mode: DataMode
@@ -291,6 +319,11 @@ class _Event:
     lost_alert_id: int = 0
     #: track time of the latest TRACK_COAST
     coast_tov_ns: int = -(1 << 62)
+    #: The event's last state before it coasted, fused with the tracks that re-acquired it
+    #: (``FusionConfig.coast_prior``).
+    prior: _Prior | None = None
+    #: CI weights (fused members, prior) and the track time they were optimised at.
+    prior_weights: tuple | None = None
     final: bool = False
     assessment: Assessment | None = None
     merge_votes: dict[int, int] = field(default_factory=dict)
@@ -913,6 +946,11 @@ class FusionEngine:
             block = flat.reshape(n, kernel.MEMBER_WIDTH)[kept]
             block[:, 1] = [sc[k] for k in kept]
             res = kernel.fuse_members(block.reshape(-1), len(kept))
+        prior = self._coast_prior(event, live, t_ns)
+        if prior is not None:
+            res = self._with_prior(event, prior, res, t_ns)
+            if event.prior is not None:
+                rel_key.append((None, prior.releasable))
         out = res.tolist()
         if not math.isfinite(sum(out)):
             # a singular covariance: the event keeps its last state
@@ -932,6 +970,8 @@ class FusionEngine:
             rel = set(NATIONS)
             for m in live:
                 rel &= set(m.releasable)
+            if rel_key[-1][0] is None:  # the coasted state carries what its contributors allowed
+                rel &= set(rel_key[-1][1])
             event.releasable = [n for n in NATIONS if n in rel]
         event.quality = quality
         event.phase_declared = rank >= 0
@@ -946,6 +986,61 @@ class FusionEngine:
             event.max_alt_m = alt
         if alt > _EXO_ALT_M and not boosting:
             event.orbit_apogee_m = dynamics.kepler_apogee_alt(xl, state.lat_deg)
+
+    def _coast_prior(self, event: _Event, live: list[_Member], t_ns: int) -> _Prior | None:
+        """The coasted prior to fuse with ``live`` at ``t_ns`` (``FusionConfig.coast_prior``), or
+        None: taken when the event's last state is older than a member stays in an event (so
+        every track that made it has left, and these re-acquire it), kept while the newest
+        member is ballistic above 120 km and CI gives the prior weight."""
+        prior = event.prior
+        if prior is None and (event.tov_ns >= t_ns - self._drop_ns or event.x is None or event.boosting):
+            return None  # the per-report path: no coast behind this update
+        c = self.config
+        newest = max(live, key=lambda m: m.tov_ns)
+        x = newest.x
+        if newest.boosting or x[0] * x[0] + x[1] * x[1] + x[2] * x[2] < _EXO_R2:
+            event.prior = None
+            return None
+        if prior is None:
+            if not c.coast_prior or c.fusion_rule == "independent":
+                return None
+            xl = event.x.tolist()
+            if xl[0] * xl[0] + xl[1] * xl[1] + xl[2] * xl[2] < _EXO_R2:
+                return None
+            if float(np.trace(event.p[3:, 3:])) > 3.0 * c.coast_prior_max_vel_sigma_mps**2:
+                return None  # it knew the velocity no better than a young track does
+            event.prior = prior = _Prior(xl, event.p, event.tov_ns, tuple(event.releasable))
+            event.prior_weights = None
+        return prior
+
+    def _with_prior(self, event: _Event, prior: _Prior, res: NDArray, t_ns: int) -> NDArray:
+        """The members' fusion ``res`` (the kernel's row) fused by CI with the coasted prior
+        predicted to ``t_ns``. The weight maximises the fused information (det), not the
+        position trace the members' weights minimise: what the prior adds is the velocity, which
+        that trace does not see (for a young track with an uncorrelated covariance the trace
+        gives the prior no weight at all). No weight: the tracks know it all, the prior goes."""
+        q = self.config.q_exo_coast
+        cached = event.prior_weights
+        if cached is not None and t_ns - cached[1] < self._reweight_ns:
+            # seconds from where it was last flown: the constant-velocity transition will do
+            w = cached[0]
+            dt = (t_ns - prior.tov_ns) / _NS
+            xp = np.array(dynamics.predict_state(prior.x, dt))
+            pp = dynamics.predict_covariance(prior.p, dt, q)
+        else:
+            # flown (sigma points through the gravity field) to now, and kept there
+            xp, pp = fly_state(np.array(prior.x), prior.p, (t_ns - prior.tov_ns) / _NS, q)
+            prior.x, prior.p, prior.tov_ns = xp.tolist(), pp, t_ns
+        xs = np.stack([res[:6], xp])
+        ps = np.stack([res[30:].reshape(6, 6), pp])
+        if cached is None or t_ns - cached[1] >= self._reweight_ns:
+            w = ci.optimal_weights(ci.inv_unchecked(ps), "det")
+            event.prior_weights = (w, t_ns)
+            if not w[1] > 0.0:
+                event.prior = None
+                return res
+        x, p, _ = ci.fuse(xs, ps, w)
+        return _result_row(x, p)
 
     def _estimate_launch(self, event: _Event) -> None:
         """Launch point and time: from boost-phase states (lowest one wins), else national estimates,
