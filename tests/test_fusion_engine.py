@@ -768,3 +768,22 @@ def test_a_reacquired_event_is_fused_with_its_coasted_state_while_it_adds_someth
     # below 120 km the coasted state (no drag in it) is let go: JPN's track alone, releasable to all
     low = [a for a in jpn_updates[True] if a.state.alt_m < 100_000.0]
     assert low and all(a.releasable_to == list(NATIONS) for a in low)
+
+
+def test_a_coast_above_the_air_is_published_with_the_covariance_its_errors_have(lofted):
+    # 15 minutes unseen between KOR's last report and JPN's first: the TRACK_COASTs' states
+    # flown by sigma points carry a covariance their errors fit (before: the constant-velocity
+    # transition and q_ballistic, an average NEES of a few hundredths, 1-sigma tens of km)
+    truth, reps = lofted
+    _engine, alerts = run(reps, FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=10_000 * NS))
+    coasts = [a for a in alerts if a.kind == AlertKind.TRACK_COAST]
+    assert len(coasts) > 300  # every 2 s of the 900 s silence
+
+    def nees(a):
+        e = np.array(a.state.position_ecef_m + a.state.velocity_ecef_mps) - truth.at(a.state.time_of_validity_ns)
+        return float(e @ np.linalg.solve(np.array(covariance_from_upper(a.state.covariance)), e))
+
+    values = [nees(a) for a in coasts]
+    assert 2.0 < float(np.mean(values)) < 12.0, np.mean(values)
+    last = np.array(covariance_from_upper(coasts[-1].state.covariance))
+    assert math.sqrt(np.trace(last[:3, :3])) < 15_000.0

@@ -134,10 +134,10 @@ class FusionConfig:
     q_ballistic: float = 4.0
     #: ... below ~80 km, where drag and pull-up manoeuvres (KN-23) act.
     q_atmosphere: float = 2500.0
-    #: ... for the coasted prior below, flown above 120 km: J2 is modelled and nothing else acts
-    #: there. ``q_ballistic`` is sized for the seconds between national reports: over a lofted
-    #: ICBM's 45-minute coast it gave a covariance of 290 km (1-sigma, position) about a state
-    #: 3.4 km off, which no fusion would give any weight.
+    #: ... for a state flown above 120 km across a silence (TRACK_COAST, the coasted prior
+    #: below): J2 is modelled and nothing else acts there. ``q_ballistic`` is sized for the
+    #: seconds between national reports: over a lofted ICBM's 45-minute coast it gave a
+    #: covariance of 290 km (1-sigma, position) about a state 3.4 km off.
     q_exo_coast: float = 0.01
     #: A re-acquired event (its last state older than ``member_drop_s``: it coasted, unseen,
     #: and every track that made that state has left it) fuses its members' fusion with that
@@ -319,6 +319,8 @@ class _Event:
     lost_alert_id: int = 0
     #: track time of the latest TRACK_COAST
     coast_tov_ns: int = -(1 << 62)
+    #: (state, covariance, track time) of the latest TRACK_COAST flown above the air
+    coasted: tuple | None = None
     #: The event's last state before it coasted, fused with the tracks that re-acquired it
     #: (``FusionConfig.coast_prior``).
     prior: _Prior | None = None
@@ -512,8 +514,20 @@ class FusionEngine:
         if dt > self.config.max_flight_s:
             return
         event.coast_tov_ns = t_ns
-        x = dynamics.predict_state(event.x.tolist(), dt)
-        p = dynamics.predict_covariance(event.p, dt, self.config.acceleration_noise(False, event.x))
+        xe = event.x
+        if float(xe[0]) ** 2 + float(xe[1]) ** 2 + float(xe[2]) ** 2 >= _EXO_R2:
+            # above the air: flown by sigma points through the gravity field, on from the last
+            # TRACK_COAST (one short step); the constant-velocity transition is wrong over
+            # minutes, and with ``q_ballistic`` it gave 290 km (1-sigma) about a 3.4 km error
+            base = event.coasted
+            if base is None or base[2] <= event.tov_ns:
+                base = (xe, event.p, event.tov_ns)
+            xa, p = fly_state(np.asarray(base[0]), base[1], (t_ns - base[2]) / _NS, self.config.q_exo_coast)
+            event.coasted = (xa, p, t_ns)
+            x = xa.tolist()
+        else:
+            x = dynamics.predict_state(xe.tolist(), dt)
+            p = dynamics.predict_covariance(event.p, dt, self.config.acceleration_noise(False, xe))
         state = _fused_state(t_ns, x, p.take(_IU_FLAT).tolist(), 0)
         lat, lon, alt = state.lat_deg, state.lon_deg, state.alt_m
         text = (f"TRACK_COAST event {event.event_id}: predicted {_latlon(lat, lon)} alt {alt / 1000:.0f} km, "
