@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -706,9 +707,14 @@ def test_a_step_of_the_wall_clock_moves_the_engines_wall_times_and_ends_no_event
 
 @pytest.fixture(scope="module")
 def lofted():
+    return _lofted(1300)
+
+
+@functools.cache
+def _lofted(jpn_from_s: int):
     """A lofted shot (apogee ~1,760 km, 26 min): KOR holds it high on the way up (releasable to
-    the USA and KOR only), nobody for 15 minutes, then a fresh JPN track re-acquires it coming
-    down: its position good to ~1 km, its velocity not yet converged (~300 m/s off)."""
+    the USA and KOR only) until 400 s, then nobody until ``jpn_from_s``, when a fresh JPN track
+    re-acquires it: its position good to ~1 km, its velocity not yet converged (~300 m/s off)."""
     truth = fly(Launch(39.0, 125.7, 90.0, T0, burn_s=150.0, thrust_mps2=40.0, elevation_deg=80.0), dt=0.5)
     rng = np.random.default_rng(5)
     reps = []
@@ -728,7 +734,7 @@ def lofted():
     for k, t_s in enumerate(range(200, 400)):
         reps.append(report(Nation.KOR, 7, k + 1, t_s, 150.0, 3.0, [Nation.USA, Nation.KOR]))
     # the velocity error is drawn once, as a young track's is: a bias, not noise
-    for k, t_s in enumerate(range(1300, 1572)):
+    for k, t_s in enumerate(range(jpn_from_s, 1572)):
         reps.append(report(Nation.JPN, 40, k + 1, t_s, 1_000.0, 0.0, list(NATIONS)))
     young = rng.normal(0, 400.0, 3)
     cov = covariance_to_upper(np.diag([1_000.0**2] * 3 + [500.0**2] * 3))
@@ -738,8 +744,9 @@ def lofted():
     return truth, reps
 
 
-def test_a_reacquired_event_is_fused_with_its_coasted_state_while_it_adds_something(lofted):
-    truth, reps = lofted
+@pytest.mark.parametrize("jpn_from_s", [1300, 430], ids=["after a 15-minute coast", "after 30 s"])
+def test_a_reacquired_event_is_fused_with_its_coasted_state_while_it_adds_something(jpn_from_s):
+    truth, reps = _lofted(jpn_from_s)
     cfg = FusionConfig(lost_timeout_ns=2 * NS, final_timeout_ns=10_000 * NS)
     runs = {prior: run(reps, dataclasses.replace(cfg, coast_prior=prior)) for prior in (True, False)}
     jpn_updates = {}

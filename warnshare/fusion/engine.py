@@ -139,11 +139,11 @@ class FusionConfig:
     #: seconds between national reports: over a lofted ICBM's 45-minute coast it gave a
     #: covariance of 290 km (1-sigma, position) about a state 3.4 km off.
     q_exo_coast: float = 0.01
-    #: A re-acquired event (its last state older than ``member_drop_s``: it coasted, unseen,
-    #: and every track that made that state has left it) fuses its members' fusion with that
-    #: last state flown forward (CI), while above 120 km and until CI gives it no weight: a
-    #: fresh national track knows the position within km but not yet the velocity (hundreds of
-    #: m/s), which the coasted state still knows within m/s. CI keeps the fusion consistent
+    #: A re-acquired event (its last state older than ``member_stale_s``: it went unseen, and
+    #: no track that made that state is live) fuses its members' fusion with that last state
+    #: flown forward (CI), while above 120 km and until CI gives it no weight: a fresh national
+    #: track knows the position within km but not yet the velocity (hundreds of m/s), which the
+    #: coasted state still knows within m/s. CI keeps the fusion consistent
     #: whatever the two share. Not with the "independent" rule (it would count the prior as
     #: new information).
     coast_prior: bool = True
@@ -1003,11 +1003,11 @@ class FusionEngine:
 
     def _coast_prior(self, event: _Event, live: list[_Member], t_ns: int) -> _Prior | None:
         """The coasted prior to fuse with ``live`` at ``t_ns`` (``FusionConfig.coast_prior``), or
-        None: taken when the event's last state is older than a member stays in an event (so
-        every track that made it has left, and these re-acquire it), kept while the newest
-        member is ballistic above 120 km and CI gives the prior weight."""
+        None: taken when the event's last state is older than a member stays live (so no track
+        that made it is live, and these re-acquire it), kept while the newest member is
+        ballistic above 120 km and CI gives the prior weight."""
         prior = event.prior
-        if prior is None and (event.tov_ns >= t_ns - self._drop_ns or event.x is None or event.boosting):
+        if prior is None and (event.tov_ns >= t_ns - self._stale_ns or event.x is None or event.boosting):
             return None  # the per-report path: no coast behind this update
         c = self.config
         newest = max(live, key=lambda m: m.tov_ns)
