@@ -143,9 +143,8 @@ class FusionConfig:
     #: no track that made that state is live) fuses its members' fusion with that last state
     #: flown forward (CI), while above 120 km and until CI gives it no weight: a fresh national
     #: track knows the position within km but not yet the velocity (hundreds of m/s), which the
-    #: coasted state still knows within m/s. CI keeps the fusion consistent
-    #: whatever the two share. Not with the "independent" rule (it would count the prior as
-    #: new information).
+    #: coasted state still knows within m/s. CI keeps the fusion consistent whatever the two
+    #: share. Not with the "independent" rule (it would count the prior as new information).
     coast_prior: bool = True
     #: ... if that state knew its velocity within this (1-sigma per axis, RMS): a poorer one
     #: adds little, and flown for minutes its errors stop being Gaussian.

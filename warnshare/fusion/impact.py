@@ -102,8 +102,8 @@ def fly_state(x: NDArray, p: NDArray, dt: float, q_accel: float, step_s: float =
     (J2, rotating frame): the sigma points flown with RK4, the covariance their spread about
     the flown centre, plus white-acceleration noise ``q_accel``. For spans of minutes, where the
     constant-velocity transition of ``dynamics.predict_covariance`` misses how gravity shears
-    the errors (it left a state coasted for 45 minutes with a covariance 100 times too small
-    along some directions)."""
+    the errors: 400 states flown 17 minutes had an average NEES of 64 against it, 5.9 against
+    this (``tests/test_fusion_impact.py``)."""
     if dt == 0.0:
         return x, p
     pts = sigma_points(x, p)
