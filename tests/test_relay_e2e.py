@@ -229,7 +229,7 @@ async def test_a_relay_that_lost_its_state_takes_up_a_nodes_numbering() -> None:
         )
         metrics = httpx.get(f"{new.http_url}/metrics").text
         assert "warnshare_node_numbering_taken_up_total 1.0" in metrics
-        await listener.ws.close()
+        await listener.stop()
     finally:
         await stop_publishers([pub])
         if new is not None:

@@ -89,6 +89,11 @@ def _result_row(x: NDArray, p: NDArray) -> NDArray:
     return np.concatenate([x, p.take(_IU_FLAT), dynamics.geodetic(*x[:3].tolist()), p.reshape(-1)])
 
 
+def _r2(x) -> float:
+    """Squared distance from the Earth's centre of an ECEF state or position."""
+    return float(x[0]) ** 2 + float(x[1]) ** 2 + float(x[2]) ** 2
+
+
 def _r_dot_v(x) -> float:
     """r . v of an ECEF state (6,): positive while it climbs, negative while it falls."""
     return float(x[0]) * float(x[3]) + float(x[1]) * float(x[4]) + float(x[2]) * float(x[5])
@@ -220,8 +225,7 @@ class FusionConfig:
         is good to ~20 km here."""
         if boosting:
             return self.q_boost
-        r2 = float(x[0]) ** 2 + float(x[1]) ** 2 + float(x[2]) ** 2
-        if r2 < _ATMOSPHERE_R2:
+        if _r2(x) < _ATMOSPHERE_R2:
             return self.q_atmosphere
         return self.q_ballistic
 
@@ -514,7 +518,7 @@ class FusionEngine:
             return
         event.coast_tov_ns = t_ns
         xe = event.x
-        if float(xe[0]) ** 2 + float(xe[1]) ** 2 + float(xe[2]) ** 2 >= _EXO_R2:
+        if _r2(xe) >= _EXO_R2:
             # above the air: flown by sigma points through the gravity field, on from the last
             # TRACK_COAST (one short step); the constant-velocity transition is wrong over
             # minutes, and with ``q_ballistic`` it gave 290 km (1-sigma) about a 3.4 km error
@@ -962,7 +966,7 @@ class FusionEngine:
         prior = self._coast_prior(event, live, t_ns)
         if prior is not None:
             res = self._with_prior(event, prior, res, t_ns)
-            if event.prior is not None:
+            if event.prior is not None:  # still used: its releasability keys the recompute too
                 rel_key.append((None, prior.releasable))
         out = res.tolist()
         if not math.isfinite(sum(out)):
@@ -983,8 +987,8 @@ class FusionEngine:
             rel = set(NATIONS)
             for m in live:
                 rel &= set(m.releasable)
-            if rel_key[-1][0] is None:  # the coasted state carries what its contributors allowed
-                rel &= set(rel_key[-1][1])
+            if event.prior is not None:  # it carries what its own contributors allowed
+                rel &= set(event.prior.releasable)
             event.releasable = [n for n in NATIONS if n in rel]
         event.quality = quality
         event.phase_declared = rank >= 0
@@ -1010,19 +1014,17 @@ class FusionEngine:
             return None  # the per-report path: no coast behind this update
         c = self.config
         newest = max(live, key=lambda m: m.tov_ns)
-        x = newest.x
-        if newest.boosting or x[0] * x[0] + x[1] * x[1] + x[2] * x[2] < _EXO_R2:
+        if newest.boosting or _r2(newest.x) < _EXO_R2:
             event.prior = None
             return None
         if prior is None:
             if not c.coast_prior or c.fusion_rule == "independent":
                 return None
-            xl = event.x.tolist()
-            if xl[0] * xl[0] + xl[1] * xl[1] + xl[2] * xl[2] < _EXO_R2:
+            if _r2(event.x) < _EXO_R2:
                 return None
             if float(np.trace(event.p[3:, 3:])) > 3.0 * c.coast_prior_max_vel_sigma_mps**2:
                 return None  # it knew the velocity no better than a young track does
-            event.prior = prior = _Prior(xl, event.p, event.tov_ns, tuple(event.releasable))
+            event.prior = prior = _Prior(event.x.tolist(), event.p, event.tov_ns, tuple(event.releasable))
             event.prior_weights = None
         return prior
 
@@ -1034,24 +1036,26 @@ class FusionEngine:
         gives the prior no weight at all). No weight: the tracks know it all, the prior goes."""
         q = self.config.q_exo_coast
         cached = event.prior_weights
-        if cached is not None and t_ns - cached[1] < self._reweight_ns:
+        due = cached is None or t_ns - cached[1] >= self._reweight_ns
+        dt = (t_ns - prior.tov_ns) / _NS
+        if due:
+            # flown (sigma points through the gravity field) to now, and kept there
+            xp, pp = fly_state(np.array(prior.x), prior.p, dt, q)
+            prior.x, prior.p, prior.tov_ns = xp.tolist(), pp, t_ns
+        else:
             # seconds from where it was last flown: the constant-velocity transition will do
-            w = cached[0]
-            dt = (t_ns - prior.tov_ns) / _NS
             xp = np.array(dynamics.predict_state(prior.x, dt))
             pp = dynamics.predict_covariance(prior.p, dt, q)
-        else:
-            # flown (sigma points through the gravity field) to now, and kept there
-            xp, pp = fly_state(np.array(prior.x), prior.p, (t_ns - prior.tov_ns) / _NS, q)
-            prior.x, prior.p, prior.tov_ns = xp.tolist(), pp, t_ns
         xs = np.stack([res[:6], xp])
         ps = np.stack([res[30:].reshape(6, 6), pp])
-        if cached is None or t_ns - cached[1] >= self._reweight_ns:
+        if due:
             w = ci.optimal_weights(ci.inv_unchecked(ps), "det")
             event.prior_weights = (w, t_ns)
             if not w[1] > 0.0:
                 event.prior = None
                 return res
+        else:
+            w = cached[0]
         x, p, _ = ci.fuse(xs, ps, w)
         return _result_row(x, p)
 
