@@ -103,10 +103,11 @@ SCENARIO = "kn23-2023-03-19"
 SPEED = 40.0
 
 
-def _node(port: int, start_at: float) -> subprocess.Popen:
+def _node(port: int, start_at: float | None, speed: float = SPEED) -> subprocess.Popen:
+    start = ["--start-at", f"{start_at:.6f}"] if start_at is not None else []
     return subprocess.Popen(
         [sys.executable, "-m", "warnshare.cli", "node", "--nation", "JPN", "--relay", f"ws://127.0.0.1:{port}",
-         "--scenario", SCENARIO, "--speed", str(SPEED), "--start-at", f"{start_at:.6f}", "--log-level", "warning"],
+         "--scenario", SCENARIO, "--speed", str(speed), *start, "--log-level", "warning"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
@@ -178,6 +179,31 @@ async def test_node_killed_mid_stream_and_restarted_loses_nothing_and_duplicates
         if node is not None and node.poll() is None:
             node.kill()
             node.wait(10)
+        running.stop()
+
+
+async def test_a_node_run_again_against_a_relay_that_kept_its_state_is_shown_again() -> None:
+    """`warnshare node` run a second time (a second `docker compose up`, the relay's journal
+    kept) numbers its reports from seq 1 again. The relay held those seqs, dropped every report
+    as a duplicate and acknowledged it: the node exited 0, "all acked", and no alert of the
+    second flight was made. Without a fixed --start-at a run makes new reports, so the node
+    numbers them on after what the relay holds."""
+    running = start_relay(RelayConfig().scaled(400.0))
+    relay = running.relay
+    try:
+        sub = Collector(running.ws_url)
+        await sub.start()
+        accepted = []
+        for _ in range(2):
+            node = _node(running.port, None, speed=400.0)
+            assert await asyncio.to_thread(node.wait, 120) == 0
+            accepted.append(relay.nodes.links["jpn-node"].accepted)
+        link = relay.nodes.links["jpn-node"]
+        assert accepted[1] == 2 * accepted[0] > 0 and link.duplicates == 0, (accepted, link.duplicates)
+        await sub.until(relay.hub.last_alert_id)
+        assert sum(a.kind == AlertKind.LAUNCH_DETECTED for a in sub.alerts) == 2, "the second flight is not shown"
+        await sub.stop()
+    finally:
         running.stop()
 
 

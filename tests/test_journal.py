@@ -36,11 +36,12 @@ async def all_alerts(url: str) -> list[bytes]:
     return out
 
 
-async def publish_all(url: str, reports_by_nation: dict) -> None:
+async def publish_all(url: str, reports_by_nation: dict, numbering: str = "continue") -> list:
     pubs = []
     for nation, reports in reports_by_nation.items():
         pub = NodePublisher(
-            url, nation, f"{nation.value.lower()}-j", backoff_initial_s=0.05, backoff_max_s=0.5
+            url, nation, f"{nation.value.lower()}-j", backoff_initial_s=0.05, backoff_max_s=0.5,
+            numbering=numbering,
         )
         pub.submit(reports)
         pub.task = asyncio.create_task(pub.run())
@@ -50,6 +51,7 @@ async def publish_all(url: str, reports_by_nation: dict) -> None:
     for pub in pubs:
         pub.task.cancel()
     await asyncio.wait_for(asyncio.gather(*(p.task for p in pubs), return_exceptions=True), 10)
+    return pubs
 
 
 async def test_restart_replays_the_journal_to_the_same_alerts_and_state(tmp_path) -> None:
@@ -82,9 +84,11 @@ async def test_restart_replays_the_journal_to_the_same_alerts_and_state(tmp_path
             assert (await http.get("/v1/events")).json() == events_before
         for nation in NATIONS:
             assert relay.nodes.links[f"{nation.value.lower()}-j"].last_seq == len(STATES)
-        # a node that re-sends everything after the restart adds nothing
-        await publish_all(second.ws_url, reports)
+        # a node that re-plays everything after the restart adds nothing and sends nothing
+        pubs = await publish_all(second.ws_url, reports, numbering="replay")
         assert relay.hub.last_alert_id == before[-1].alert_id
+        assert [p.stats.reports_sent for p in pubs] == [0] * len(NATIONS)
+        assert [p.stats.reports_already_held for p in pubs] == [len(STATES)] * len(NATIONS)
     finally:
         second.stop()
 

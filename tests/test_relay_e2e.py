@@ -187,14 +187,83 @@ async def test_node_that_reconnects_resends_only_what_was_not_acked(relay_server
     assert await _raw_send(url, "usa-r", reports[10:30], 20) == 30
     link = relay_server.relay.nodes.links["usa-r"]
     assert link.accepted == 30 and link.duplicates == 10
-    # the publisher resumes from the welcome's last acked seq and sends only the rest
-    pub = NodePublisher(url, Nation.USA, "usa-r")
+    # a publisher re-playing the same reports resumes from the welcome's last acked seq and
+    # sends only the rest
+    pub = NodePublisher(url, Nation.USA, "usa-r", numbering="replay")
     pub.submit(reports)
     pub.task = asyncio.create_task(pub.run())
     assert await pub.wait_acked(10)
     await stop_publishers([pub])
     assert pub.stats.reports_sent == len(reports) - 30
+    assert pub.stats.reports_already_held == 30 and pub.stats.reports_renumbered == 0
     assert link.accepted == len(reports) and link.duplicates == 10 and link.last_seq == len(reports)
+
+
+async def test_a_restarted_node_with_new_reports_continues_after_what_the_relay_holds(
+    relay_server,
+) -> None:
+    """A node restarted while its relay kept its state numbers its new reports from seq 1 again.
+    The relay held those seqs already, so it dropped every one as a duplicate and acknowledged
+    it: the node said "all acked" and nothing of it was shown (a second `docker compose up`
+    against the kept journal). Now the publisher numbers on after the welcome's seq."""
+    url = relay_server.ws_url
+    first = national_reports(STATES, Nation.KOR, track_number=8, measured_base_ns=time.time_ns())
+    old = NodePublisher(url, Nation.KOR, "kor-restart")
+    old.task = asyncio.create_task(old.run())
+    old.submit(first[:20])
+    assert await old.wait_acked(10)
+    await stop_publishers([old])
+    link = relay_server.relay.nodes.links["kor-restart"]
+    listener = Listener(url, "msgpack")
+    await listener.start()
+    shown_before = len(listener.alerts)
+
+    # a new run of the node: reports numbered from 1 and queued before it has connected
+    later = national_reports(STATES, Nation.KOR, track_number=9, measured_base_ns=time.time_ns())
+    new = NodePublisher(url, Nation.KOR, "kor-restart")
+    new.submit([r.model_copy(update={"seq": new.next_seq()}) for r in later[:10]])
+    assert [r.seq for r in new.outbox] == list(range(1, 11))
+    new.task = asyncio.create_task(new.run())
+    pubs = [new]
+    try:
+        assert await new.wait_acked(10)
+        assert new.stats.reports_renumbered == 10 and new.stats.reports_already_held == 0
+        assert (link.last_seq, link.accepted, link.duplicates) == (30, 30, 0)
+        await listener.wait_for(
+            lambda alerts: sum(a.kind == AlertKind.TRACK_UPDATE for a in alerts[shown_before:]) >= 10
+        )
+        assert new.next_seq() == 31  # numbered on after the relay's 20 and its own 10
+        new.submit([later[10].model_copy(update={"seq": 31})])
+        assert await new.wait_acked(10) and link.accepted == 31
+        await stop_publishers([new])
+
+        # a run that connects before it numbers anything: next_seq starts after the relay's
+        third = NodePublisher(url, Nation.KOR, "kor-restart")
+        third.task = asyncio.create_task(third.run())
+        pubs.append(third)
+        await asyncio.wait_for(third.connected.wait(), 10)
+        # a seq of its own that the relay holds is refused loudly, not dropped at the relay
+        with pytest.raises(ValueError, match="already holds seq 1-31"):
+            third.submit([later[11].model_copy(update={"seq": 1})])
+        assert third.next_seq() == 32 and not third.outbox
+        await stop_publishers([third])
+
+        # a node re-playing the same reports says so; they are counted, not sent again
+        again = NodePublisher(url, Nation.KOR, "kor-restart", numbering="replay")
+        again.task = asyncio.create_task(again.run())
+        pubs.append(again)
+        await asyncio.wait_for(again.connected.wait(), 10)
+        again.submit(first[:20])
+        assert await again.wait_acked(10)
+        assert again.stats.reports_already_held == 20 and again.stats.reports_sent == 0
+        assert (link.accepted, link.duplicates) == (31, 0)
+        assert not any(p.stats.errors for p in pubs), [p.stats.errors for p in pubs]
+    finally:
+        await stop_publishers(pubs)
+        await listener.stop()
+
+    with pytest.raises(ValueError, match="numbering must be one of"):
+        NodePublisher(url, Nation.KOR, "kor-x", numbering="renumber")
 
 
 async def test_a_relay_that_lost_its_state_takes_up_a_nodes_numbering() -> None:

@@ -93,11 +93,34 @@ class PublisherStats:
     reports_sent: int = 0
     reports_acked: int = 0
     reconnects: int = 0
+    #: Reports renumbered to follow what the relay already held (numbering="continue").
+    reports_renumbered: int = 0
+    #: Reports never sent that the relay already held, so not sent (numbering="replay").
+    reports_already_held: int = 0
     errors: list[str] = field(default_factory=list)
 
 
+#: What a publisher does with reports it has never sent whose seq the relay already holds.
+NUMBERING_MODES = ("continue", "replay")
+
+
 class NodePublisher:
-    """Reliable, ordered publication of reports to one relay."""
+    """Reliable, ordered publication of reports to one relay.
+
+    ``numbering`` says what the reports' seqs mean when the relay's ``welcome`` says it already
+    holds a seq this publisher has not yet sent (a node restarted while its relay kept its
+    state):
+
+    - ``"continue"`` (the default): the reports are new data that happen to start at seq 1.
+      Every report not yet sent is renumbered to follow the relay's ``last_acked_seq``, and
+      ``next_seq`` goes on from there; nothing is lost. Number reports with ``next_seq``.
+    - ``"replay"``: the reports are the same ones, re-played (a node's own log re-submitted
+      after a restart, or a deterministic scenario replay): those the relay holds are not sent
+      again.
+
+    Either way the publisher logs it and counts it (``stats.reports_renumbered``,
+    ``stats.reports_already_held``).
+    """
 
     def __init__(
         self,
@@ -111,7 +134,12 @@ class NodePublisher:
         backoff_max_s: float = 5.0,
         key: NodeKey | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        numbering: str = "continue",
     ) -> None:
+        if numbering not in NUMBERING_MODES:
+            raise ValueError(
+                f"numbering must be one of {', '.join(NUMBERING_MODES)}, not {numbering!r}"
+            )
         if key is not None and key.nation != nation:
             raise ValueError(
                 f"the key is {key.nation.value}'s, this node speaks for {nation.value}"
@@ -119,6 +147,7 @@ class NodePublisher:
         self.url = ingest_url(relay_url)
         self.key = key
         self.ssl_context = ssl_context
+        self.numbering = numbering
         self.nation = nation
         self.node_id = node_id
         self.clock = clock
@@ -129,6 +158,8 @@ class NodePublisher:
         self.acked_seq = 0
         self._next_seq = 1
         self._last_queued = 0  # seq of the last report submitted (0: none yet)
+        self._last_sent = 0  # highest seq this publisher has put on a connection (0: none)
+        self._relay_held = 0  # the highest last_acked_seq a welcome has given
         self._unsent = 0  # index into outbox of the first report not sent on this connection
         self._new = asyncio.Event()
         self._all_acked = asyncio.Event()
@@ -141,6 +172,7 @@ class NodePublisher:
         self.stats = PublisherStats()
 
     def next_seq(self) -> int:
+        """The seq of the next report (after a renumbering: following what the relay held)."""
         seq = self._next_seq
         self._next_seq += 1
         return seq
@@ -175,11 +207,22 @@ class NodePublisher:
             expected = r.seq + 1
         if not batch:
             return
+        if batch[0].seq <= self._relay_held and batch[0].seq > self._last_sent:
+            if self.numbering == "continue":
+                raise ValueError(
+                    f"report seq {batch[0].seq}: the relay already holds seq 1-"
+                    f"{self._relay_held} of node id {self.node_id!r}, so it would drop it as a "
+                    "duplicate; number new reports with next_seq(), or re-play old ones with "
+                    "numbering='replay'"
+                )
+            self._count_already_held(batch[0].seq, min(batch[-1].seq, self._relay_held))
         self.outbox.extend(batch)
         self._last_queued = batch[-1].seq
         self._next_seq = max(self._next_seq, self._last_queued + 1)
         self._all_acked.clear()
         self._new.set()
+        if batch[0].seq <= self._relay_held:
+            self._on_acked(self._relay_held)  # re-played: the relay holds them, none is sent
 
     async def wait_acked(self, timeout_s: float | None = None) -> bool:
         try:
@@ -240,6 +283,7 @@ class NodePublisher:
             return
         if not isinstance(welcome, Welcome):
             raise ConnectionClosed(None, None)
+        self._on_welcome(welcome.last_acked_seq)
         self._on_acked(welcome.last_acked_seq)
         self._unsent = 0
         self.connected.set()
@@ -283,6 +327,8 @@ class NodePublisher:
             stop = min(len(self.outbox), self._unsent + self.max_batch)
             reports = [self.outbox[i] for i in range(self._unsent, stop)]
             self._unsent = stop
+            # counted as sent before the send: a frame that may have left is never renumbered
+            self._last_sent = max(self._last_sent, reports[-1].seq)
             await ws.send(self._batch_frame(ReportBatch(sent_ns=self.clock(), reports=reports)))
             self.stats.batches_sent += 1
             self.stats.reports_sent += len(reports)
@@ -308,6 +354,43 @@ class NodePublisher:
             return payload
         signature = self.key.sign(batch_message(self.node_id, payload))
         return encode(SignedBatch(key_id=self.key.key_id, payload=payload, signature=signature))
+
+    def _on_welcome(self, held_seq: int) -> None:
+        """The relay holds this node id's reports up to ``held_seq``: numbering that this
+        publisher has not yet sent and that the relay already holds is moved past it
+        ("continue") or counted as re-played ("replay")."""
+        self._relay_held = max(self._relay_held, held_seq)
+        unsent = [i for i, r in enumerate(self.outbox) if r.seq > self._last_sent]
+        if self.numbering == "replay":
+            held = [i for i in unsent if self.outbox[i].seq <= held_seq]
+            if held:
+                self._count_already_held(self.outbox[held[0]].seq, self.outbox[held[-1]].seq)
+            return
+        # the unsent reports are the outbox's tail, in seq order, numbered on to next_seq
+        start = self.outbox[unsent[0]].seq if unsent else self._next_seq
+        shift = held_seq + 1 - start
+        if shift <= 0:
+            return
+        for i in unsent:
+            r = self.outbox[i]
+            self.outbox[i] = r.model_copy(update={"seq": r.seq + shift})
+        self.stats.reports_renumbered += len(unsent)
+        self._next_seq += shift
+        if self._last_queued:
+            self._last_queued = self._next_seq - 1
+        log.warning(
+            "%s: the relay already holds seq 1-%d of this node id (from before this node "
+            "started); numbering goes on from seq %d (%d reports not yet sent renumbered)",
+            self.node_id, held_seq, held_seq + 1, len(unsent),
+        )
+
+    def _count_already_held(self, first: int, last: int) -> None:
+        self.stats.reports_already_held += last - first + 1
+        log.warning(
+            "%s: the relay already holds seq %d-%d, which this node had not sent: taken to be "
+            "the same reports, re-played (numbering='replay'), so not sent again",
+            self.node_id, first, last,
+        )
 
     def _on_acked(self, acked_seq: int) -> None:
         while self.outbox and self.outbox[0].seq <= acked_seq:
@@ -521,6 +604,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_str("CA", ""),
         help="CA certificate (PEM) to trust for wss:// (WARNSHARE_CA)",
     )
+    parser.add_argument(
+        "--numbering",
+        default=env_str("NUMBERING", "") or None,
+        choices=NUMBERING_MODES,
+        help="when the relay already holds this node id's first seqs (it kept its journal "
+        "while this node restarted): 'continue' renumbers this run's reports to follow them, "
+        "'replay' takes them to be this run's own reports and does not send them again "
+        "(WARNSHARE_NUMBERING; default: replay with a fixed --start-at, whose restart re-plays "
+        "the same reports, else continue)",
+    )
     parser.add_argument("--data-mode", default="SIMULATED", choices=[m.value for m in DataMode])
     parser.add_argument("--loop", action="store_true", help="play the scenario again and again")
     parser.add_argument("--log-level", default=env_str("LOG_LEVEL", "info"))
@@ -541,6 +634,14 @@ def run(args: argparse.Namespace) -> int:
     except NodeRejected as exc:
         log.error("relay refused this node: %s", exc)
         return 3
+
+
+def cli_numbering(args: argparse.Namespace) -> str:
+    """--numbering, or its default: a fixed --start-at makes a restarted node re-play the very
+    reports it sent before ("replay"); any other start makes new ones ("continue")."""
+    if args.numbering:
+        return args.numbering
+    return "replay" if args.start_at not in (None, "-") else "continue"
 
 
 def load_node_key(args: argparse.Namespace, nation: Nation) -> NodeKey | None:
@@ -603,7 +704,10 @@ async def _main(args: argparse.Namespace) -> int:
     clock = NodeClock(int(args.clock_skew_s * 1e9))
     key = load_node_key(args, nation)
     ctx = ssl.create_default_context(cafile=args.ca) if args.ca else None
-    publisher = NodePublisher(args.relay, nation, node_id, clock=clock, key=key, ssl_context=ctx)
+    publisher = NodePublisher(
+        args.relay, nation, node_id, clock=clock, key=key, ssl_context=ctx,
+        numbering=cli_numbering(args),
+    )
     link = asyncio.create_task(publisher.run())
     faults = [f for f in scenario.faults if f.nation == nation.value]
     start_wall = await _start_time(args.start_at, publisher)
@@ -627,12 +731,15 @@ async def _main(args: argparse.Namespace) -> int:
                 link.result()  # raises NodeRejected
             res = play.result()
             log.info(
-                "%s: published %d reports (%d dropped in outages, %d not sent as impossible), "
+                "%s: published %d reports (%d dropped in outages, %d not sent as impossible, "
+                "%d renumbered after the relay's seq, %d already held by the relay), "
                 "all acked: %s",
                 node_id,
                 res.published,
                 res.dropped_in_outage,
                 res.unsendable,
+                publisher.stats.reports_renumbered,
+                publisher.stats.reports_already_held,
                 res.acked,
             )
             if not args.loop:
