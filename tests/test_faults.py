@@ -207,6 +207,28 @@ async def test_a_node_run_again_against_a_relay_that_kept_its_state_is_shown_aga
         running.stop()
 
 
+def test_the_node_cli_replays_only_when_restarted_into_a_run_under_way() -> None:
+    """The CLI's default numbering: a fixed --start-at already passed is a restart of a run under
+    way (the kill test above: the same reports again, so "replay"); any other start makes new
+    reports ("continue": the run above)."""
+    import argparse
+
+    from warnshare import node as node_module
+
+    parser = argparse.ArgumentParser()
+    node_module.add_arguments(parser)
+
+    def numbering(*argv: str) -> str:
+        return node_module.cli_numbering(parser.parse_args(["--nation", "JPN", *argv]), now_s=2000.0)
+
+    assert numbering("--start-at", "1999.5") == "replay"
+    assert numbering("--start-at", "2003") == "continue"
+    assert numbering() == "continue"
+    assert numbering("--start-at", "-") == "continue"
+    assert numbering("--start-at", "1999.5", "--numbering", "continue") == "continue"
+    assert numbering("--numbering", "replay") == "replay"
+
+
 # ------------------------------------------------------------------ partition and healing
 
 

@@ -611,8 +611,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="when the relay already holds this node id's first seqs (it kept its journal "
         "while this node restarted): 'continue' renumbers this run's reports to follow them, "
         "'replay' takes them to be this run's own reports and does not send them again "
-        "(WARNSHARE_NUMBERING; default: replay with a fixed --start-at, whose restart re-plays "
-        "the same reports, else continue)",
+        "(WARNSHARE_NUMBERING; default: replay when a fixed --start-at has already passed, "
+        "which is a restart of a run under way, else continue)",
     )
     parser.add_argument("--data-mode", default="SIMULATED", choices=[m.value for m in DataMode])
     parser.add_argument("--loop", action="store_true", help="play the scenario again and again")
@@ -636,12 +636,17 @@ def run(args: argparse.Namespace) -> int:
         return 3
 
 
-def cli_numbering(args: argparse.Namespace) -> str:
-    """--numbering, or its default: a fixed --start-at makes a restarted node re-play the very
-    reports it sent before ("replay"); any other start makes new ones ("continue")."""
+def cli_numbering(args: argparse.Namespace, now_s: float | None = None) -> str:
+    """--numbering, or its default: a node started with a fixed --start-at that has already
+    passed is a restart of a run under way, which re-plays the very reports it sent before
+    ("replay"); any other start makes new reports ("continue")."""
     if args.numbering:
         return args.numbering
-    return "replay" if args.start_at not in (None, "-") else "continue"
+    try:
+        start_s = float(args.start_at)
+    except (TypeError, ValueError):
+        return "continue"  # now + 1 s, or '-' (a time handed over once connected)
+    return "replay" if start_s <= (time.time() if now_s is None else now_s) else "continue"
 
 
 def load_node_key(args: argparse.Namespace, nation: Nation) -> NodeKey | None:
