@@ -408,3 +408,62 @@ async def test_a_step_of_the_relays_wall_clock_is_an_input_journaled_and_replaye
         assert replayed.last_received_ns == event.last_received_ns
     finally:
         again.journal.close()
+
+
+async def test_an_alert_with_a_non_finite_number_goes_out_without_that_part(tmp_path, monkeypatch) -> None:
+    """The relay checks what the engine hands it. A NaN in an alert (a numerical fault) went out
+    as it was: every client decoding with the schema failed on its frame, resumed with since=
+    and failed on it again, and a restarted relay refused the journal's copy. Now the part that
+    holds it is withheld, the alert keeps its id and place, and a replay does the same."""
+    from warnshare.fusion import FusionEngine
+    from warnshare.protocol import Nation
+
+    real_ingest = FusionEngine.ingest
+    poisoned = {5, 9}  # seqs of the KOR reports whose TRACK_UPDATE state the engine gets wrong
+
+    def ingest(self, report, **kw):
+        alerts = real_ingest(self, report, **kw)
+        if report.seq in poisoned:
+            for a in alerts:
+                if a.kind == AlertKind.TRACK_UPDATE:
+                    a.state = a.state.model_copy(update={"lat_deg": float("nan")})
+        return alerts
+
+    monkeypatch.setattr(FusionEngine, "ingest", ingest)
+    journal = str(tmp_path / "relay.sqlite3")
+    reports = {Nation.KOR: national_reports(STATES, Nation.KOR, track_number=31, seed=3)}
+    first = start_relay(RelayConfig(journal_path=journal, tick_interval_s=3600))
+    try:
+        received: dict[str, list] = {"msgpack": [], "json": []}
+
+        async def follow(fmt: str) -> None:
+            async for item in AlertSubscriber(first.ws_url, fmt=fmt, reconnect=False).alerts():
+                received[fmt].append(item.alert)
+
+        followers = [asyncio.create_task(follow(fmt)) for fmt in received]
+        await asyncio.sleep(0.3)
+        await publish_all(first.ws_url, reports)
+        last = first.relay.hub.last_alert_id
+        deadline = time.monotonic() + 15
+        while min(len(v) for v in received.values()) < last and time.monotonic() < deadline:
+            assert not any(f.done() for f in followers), [f.exception() for f in followers if f.done()]
+            await asyncio.sleep(0.05)
+        for f in followers:
+            f.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        for fmt, alerts in received.items():
+            assert [a.alert_id for a in alerts] == list(range(1, last + 1)), fmt
+        withheld = [a for a in received["msgpack"] if "withheld" in a.text]
+        assert len(withheld) == len(poisoned) and all(a.state is None for a in withheld)
+        assert all(a.kind == AlertKind.TRACK_UPDATE for a in withheld)
+        assert received["json"] == received["msgpack"]
+        assert first.relay.metrics.alerts_withheld._value.get() == len(poisoned)
+    finally:
+        first.stop()
+
+    second = start_relay(RelayConfig(journal_path=journal, tick_interval_s=3600))
+    try:
+        assert second.relay.metrics.replay_mismatches._value.get() == 0
+        assert await all_alerts(second.ws_url) == received["msgpack"]
+    finally:
+        second.stop()

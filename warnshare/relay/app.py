@@ -60,6 +60,7 @@ from warnshare.relay.hub import EncodedAlert, Hub, Subscriber
 from warnshare.relay.ingest import AcceptedBatch, NodeLink, NodeRegistry, accept_batch
 from warnshare.relay.journal import Journal
 from warnshare.relay.limits import TokenBucket
+from warnshare.relay.outcheck import checked
 from warnshare.relay.wire import DirectWriter, ServerSend, frame_bytes
 
 log = logging.getLogger("warnshare.relay")
@@ -158,6 +159,11 @@ class RelayMetrics:
         self.alerts = Counter("warnshare_alerts", "Alerts issued", ["kind"], registry=r)
         self.engine_errors = Counter(
             "warnshare_engine_errors", "Reports the fusion engine failed on", registry=r
+        )
+        self.alerts_withheld = Counter(
+            "warnshare_alert_parts_withheld",
+            "Alerts from the engine with a non-finite number, sent without that part",
+            registry=r,
         )
         self.conflated = Counter(
             "warnshare_alerts_conflated", "TRACK_UPDATEs conflated for slow subscribers", registry=r
@@ -401,7 +407,18 @@ class Relay:
         for a in alerts:
             a.hops.fused_ns = fused_ns
             self.metrics.alert_count(a.kind).inc()
-        return [EncodedAlert(a) for a in alerts]
+        return [self._encoded(a) for a in alerts]
+
+    def _encoded(self, alert: Alert) -> EncodedAlert:
+        """The alert encoded once for every subscriber, with any part that no reader would
+        take (a non-finite number from the engine) withheld (``outcheck``)."""
+        encoded, withheld = checked(alert)
+        if withheld:
+            self.metrics.alerts_withheld.inc()
+            log.error("alert %d (%s, event %d): the engine gave a non-finite number in its %s; "
+                      "sent without it", alert.alert_id, alert.kind.value, alert.event_id,
+                      ", ".join(withheld))
+        return encoded
 
     def _after_broadcast(self) -> None:
         """What can wait until a batch's alerts are on their way: the impact predictions the
@@ -512,7 +529,7 @@ class Relay:
                 )
             for a in alerts:
                 a.hops.fused_ns = rec.fused_ns
-            encoded = [EncodedAlert(a) for a in alerts]
+            encoded = [self._encoded(a) for a in alerts]
             for e in encoded:
                 if stored.get(e.alert_id) != e.msgpack:
                     mismatches += 1
