@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from warnshare.fusion import kernel
 from warnshare.fusion.kernel import MAX_SPAN_S
 from warnshare.fusion.kernel import geodetic as geodetic  # noqa: F401 (one ECEF point, compiled)
 from warnshare.geo import WGS84_A, WGS84_E2, WGS84_GM, WGS84_J2, WGS84_OMEGA
@@ -266,17 +267,6 @@ def kepler_apogee_alt(s, lat_deg: float) -> float:
     return a * (1.0 + e) - radius
 
 
-def _accel_inertial(r: NDArray, rr: NDArray) -> NDArray:
-    """J2 gravity (3, n) in an Earth-centred inertial frame sharing ECEF's z axis, from the
-    positions (3, n) and their squares ``rr`` (shared with the altitude): no velocity terms."""
-    ir2 = 1.0 / _add(rr, axis=0)
-    k = ir2 * np.sqrt(ir2) * -WGS84_GM
-    kf = k * ir2 * _J2A2
-    a = r * ((1.0 - 5.0 * rr[2] * ir2) * kf + k)
-    a[2] += (2.0 * kf) * r[2]
-    return a
-
-
 def _alt_sq(rr: NDArray) -> NDArray:
     """``_alt_t`` from the squared coordinates (3, n)."""
     r2 = _add(rr, axis=0)
@@ -284,11 +274,6 @@ def _alt_sq(rr: NDArray) -> NDArray:
 
 
 _add = np.add.reduce
-_min = np.minimum.reduce
-_max = np.maximum.reduce
-# (omega x r) = omega (-y, x, 0): rows of r taken as (y, x, z) with signs (+, -, 0) give v - omega x r
-_SWAP = [1, 0, 2]
-_CROSS_SIGN = np.array([[1.0], [-1.0], [0.0]])
 
 
 def fly_to_ground(
@@ -315,79 +300,24 @@ def fly_to_ground(
     kilometres 10 s); the crossing is found by cubic Hermite interpolation, and the ground
     states and the path are rotated back to ECEF at their times.
     """
-    s0 = np.asarray(s0, dtype=float)
-    r = s0[:, :3].T.copy()
-    v = s0[:, 3:].T.copy()
-    # inertial velocity: v + omega x r
-    v[0] -= _W * r[1]
-    v[1] += _W * r[0]
+    s0 = np.ascontiguousarray(s0, dtype=float)
     sign = 1.0 if forward else -1.0
-    t = 0.0
-    rr = r * r
-    alt = _alt_sq(rr) - stop_alt_m
-    apogee = alt + stop_alt_m
-    done = alt <= 0.0
-    t_hit = np.where(done, 0.0, np.nan)
+    crossed, a_all, b_all, alt_a, alt_b, t_cross, h_cross, apogee, raw_path = kernel.fly_rkn(
+        s0, sign, float(max_time_s), float(stop_alt_m), bool(record_first)
+    )
+    below = _alt_sq(s0[:, :3].T * s0[:, :3].T) - stop_alt_m <= 0.0
+    t_hit = np.where(below, 0.0, np.nan)
     s_hit = s0.copy()
-    path = [(0.0, *r[:, 0].tolist())] if record_first else []
-    pending = []  # crossings, resolved together after the loop: (indices, a, b, alt_a, alt_b, t, h)
-    a1 = _accel_inertial(r, rr)
-    n_done = int(done.sum())
-    n = len(done)
-    while n_done < n and t < max_time_s:
-        live = ~done
-        # speed over the ground (ECEF velocity, in inertial axes, v - omega x r): its largest
-        # component among the points still flying
-        g = v + _W * r[_SWAP] * _CROSS_SIGN
-        if n_done:
-            lowest = float(_min(alt[live]))
-            speed = float(_max(np.abs(g[:, live]), axis=None)) + 1.0
-        else:
-            lowest = float(_min(alt))
-            speed = float(_max(np.abs(g), axis=None)) + 1.0
-        # 4th-order steps are exact to centimetres over 30 s in vacuum, and the cubic Hermite
-        # crossing is exact for constant gravity, so steps only shorten to keep the crossing
-        # well sampled. Against 5-30 s steps, 10-60 s moves SRBM and lofted-ICBM ground points
-        # by under 1 m and takes a third less time (the prediction runs on the relay's loop)
-        h = min(60.0, max(10.0, 0.5 * lowest / speed))
-        hs = sign * h
-        hv = hs * v
-        a2 = _accel_inertial(r2 := r + 0.5 * hv + (hs * hs / 8.0) * a1, r2 * r2)
-        rh = r + hv
-        r3 = rh + (0.5 * hs * hs) * a2
-        a3 = _accel_inertial(r3, r3 * r3)
-        r_new = rh + (hs * hs / 6.0) * (a1 + 2.0 * a2)
-        v_new = v + (hs / 6.0) * (a1 + 4.0 * a2 + a3)
-        rr = r_new * r_new
-        alt_new = _alt_sq(rr) - stop_alt_m
-        np.maximum(apogee, alt_new + stop_alt_m, out=apogee)
-        crossed = live & (alt_new <= 0.0)
-        if np.count_nonzero(crossed):
-            idx = np.nonzero(crossed)[0]
-            a = np.concatenate([r[:, idx], v[:, idx]]).T
-            b = np.concatenate([r_new[:, idx], v_new[:, idx]]).T
-            pending.append((idx, a, b, alt[idx], alt_new[idx], t, hs))
-            done = done | crossed
-            n_done += len(idx)
-        t += h
-        if record_first and not done[0]:
-            path.append((sign * t, *r_new[:, 0].tolist()))
-        r, v = r_new, v_new
-        alt = alt_new
-        a1 = _accel_inertial(r, rr)
-    if pending:
-        idx = np.concatenate([p[0] for p in pending])
-        a = np.concatenate([p[1] for p in pending])
-        b = np.concatenate([p[2] for p in pending])
-        hs = np.concatenate([np.full(len(p[0]), p[6]) for p in pending])
-        ts = np.concatenate([np.full(len(p[0]), p[5]) for p in pending])
-        frac = _hermite_root(a, b, np.concatenate([p[3] for p in pending]),
-                             np.concatenate([p[4] for p in pending]), hs, stop_alt_m)
-        t_i = sign * (ts + frac * np.abs(hs))
+    if crossed.any():
+        idx = np.nonzero(crossed)[0]
+        a, b, hs = a_all[idx], b_all[idx], h_cross[idx]
+        frac = _hermite_root(a, b, alt_a[idx], alt_b[idx], hs, stop_alt_m)
+        t_i = sign * (t_cross[idx] + frac * np.abs(hs))
         t_hit[idx] = t_i
         s_hit[idx] = _inertial_to_ecef(_hermite_state(a, b, frac, hs), t_i)
+    path = []
     if record_first:
-        path = [_rotate_z(x, y, z, -_W * tp) for tp, x, y, z in path]
+        path = [_rotate_z(x, y, z, -_W * tp) for tp, x, y, z in raw_path.tolist()]
         path.append(tuple(s_hit[0, :3].tolist()))
     return t_hit, s_hit, apogee, np.array(path, dtype=float).reshape(-1, 3)
 

@@ -6,6 +6,9 @@ the same arithmetic in one compiled call (numba, no Python objects inside): each
 flown to the fused time (the midpoint scheme of ``dynamics.predict_state``, RK4 sub-steps beyond
 6 s), its covariance predicted (``dynamics.predicted_covariances``' formula) and scaled by the
 inverse of its CI weight, the information sum inverted, and the fused state's geodetic position.
+The sigma-point flights are here too: to the ground (``fly_rkn``, the loop of
+``dynamics.fly_to_ground``) and over a span (``fly_points``, for ``impact.fly_state``); they run
+on the relay's one thread, where numpy's call overhead made each a stall of several ms.
 
 Functions are compiled on first use and cached on disk (``cache=True``); ``warm()`` compiles
 them ahead of the first report. Results agree with the numpy path to round-off (tests compare).
@@ -89,6 +92,146 @@ def _fly(s, dt, out):  # pragma: no cover - compiled
             k[stage, 3], k[stage, 4], k[stage, 5] = ax, ay, az
         for i in range(6):
             out[i] += h / 6.0 * (k[0, i] + 2.0 * k[1, i] + 2.0 * k[2, i] + k[3, i])
+
+
+@njit(cache=True, nogil=True)
+def fly_points(pts, dt):  # pragma: no cover - compiled
+    """Each state (row) of ``pts`` (n, 6) flown by ``dt`` seconds (``_fly``)."""
+    out = np.empty_like(pts)
+    for i in range(pts.shape[0]):
+        _fly(pts[i], dt, out[i])
+    return out
+
+
+_AB = WGS84_A * _B
+_BB = _B * _B
+_AA_BB = WGS84_A * WGS84_A - _B * _B
+
+
+@njit(cache=True, nogil=True)
+def _accel_inertial(x, y, z, xx, yy, zz):  # pragma: no cover - compiled
+    """``dynamics._accel_inertial`` of one point (its squares given)."""
+    ir2 = 1.0 / (xx + yy + zz)
+    k = ir2 * math.sqrt(ir2) * -_GM
+    kf = k * ir2 * _J2A2
+    c = (1.0 - 5.0 * zz * ir2) * kf + k
+    return x * c, y * c, z * c + (2.0 * kf) * z
+
+
+@njit(cache=True, nogil=True)
+def _alt_sq(xx, yy, zz):  # pragma: no cover - compiled
+    """``dynamics._alt_sq`` of one point."""
+    r2 = xx + yy + zz
+    return math.sqrt(r2) - _AB / math.sqrt(_BB + _AA_BB * (zz / r2))
+
+
+@njit(cache=True, nogil=True)
+def fly_rkn(s0, sign, max_time_s, stop_alt_m, record_first):  # pragma: no cover - compiled
+    """The integration loop of ``dynamics.fly_to_ground``, the same arithmetic point by point:
+    (n, 6) ECEF states flown in the inertial frame (Runge-Kutta-Nystrom, steps of 10-60 s
+    following the lowest point still flying) until each goes below ``stop_alt_m``.
+
+    Returns (crossed (n,) bool, the states before and after each point's crossing step (n, 6)
+    each, in inertial axes, the altitudes there (n,) each, each crossing step's start time and
+    signed length (n,) each, the apogees (n,), and the first point's path (k, 4): time, x, y, z
+    in inertial axes). A point already below at the start is not crossed (its time is 0)."""
+    n = s0.shape[0]
+    r = np.empty((n, 3))
+    v = np.empty((n, 3))
+    alt = np.empty(n)
+    apogee = np.empty(n)
+    acc = np.empty((n, 3))
+    done = np.zeros(n, dtype=np.bool_)
+    crossed = np.zeros(n, dtype=np.bool_)
+    sa = np.zeros((n, 6))
+    sb = np.zeros((n, 6))
+    alt_a = np.zeros(n)
+    alt_b = np.zeros(n)
+    t_cross = np.zeros(n)
+    h_cross = np.zeros(n)
+    path = np.empty((int(max_time_s / 10.0) + 3 if record_first else 0, 4))
+    k_path = 0
+    n_done = 0
+    for i in range(n):
+        x, y, z = s0[i, 0], s0[i, 1], s0[i, 2]
+        r[i, 0], r[i, 1], r[i, 2] = x, y, z
+        v[i, 0] = s0[i, 3] - _W * y
+        v[i, 1] = s0[i, 4] + _W * x
+        v[i, 2] = s0[i, 5]
+        alt[i] = _alt_sq(x * x, y * y, z * z) - stop_alt_m
+        apogee[i] = alt[i] + stop_alt_m
+        if alt[i] <= 0.0:
+            done[i] = True
+            n_done += 1
+        acc[i, 0], acc[i, 1], acc[i, 2] = _accel_inertial(x, y, z, x * x, y * y, z * z)
+    if record_first:
+        path[0, 0], path[0, 1], path[0, 2], path[0, 3] = 0.0, r[0, 0], r[0, 1], r[0, 2]
+        k_path = 1
+    t = 0.0
+    while n_done < n and t < max_time_s:
+        # the lowest altitude and the largest ground-speed component among the points flying
+        lowest = math.inf
+        speed = 0.0
+        for i in range(n):
+            if n_done and done[i]:
+                continue
+            if alt[i] < lowest:
+                lowest = alt[i]
+            g0 = abs(v[i, 0] + _W * r[i, 1])
+            g1 = abs(v[i, 1] - _W * r[i, 0])
+            g2 = abs(v[i, 2])
+            if g0 > speed:
+                speed = g0
+            if g1 > speed:
+                speed = g1
+            if g2 > speed:
+                speed = g2
+        speed += 1.0
+        h = min(60.0, max(10.0, 0.5 * lowest / speed))
+        hs = sign * h
+        c2 = hs * hs / 8.0
+        c3 = 0.5 * hs * hs
+        c6 = hs * hs / 6.0
+        cv = hs / 6.0
+        for i in range(n):
+            hv0, hv1, hv2 = hs * v[i, 0], hs * v[i, 1], hs * v[i, 2]
+            a10, a11, a12 = acc[i, 0], acc[i, 1], acc[i, 2]
+            m0 = r[i, 0] + 0.5 * hv0 + c2 * a10
+            m1 = r[i, 1] + 0.5 * hv1 + c2 * a11
+            m2 = r[i, 2] + 0.5 * hv2 + c2 * a12
+            a20, a21, a22 = _accel_inertial(m0, m1, m2, m0 * m0, m1 * m1, m2 * m2)
+            h0, h1, h2 = r[i, 0] + hv0, r[i, 1] + hv1, r[i, 2] + hv2
+            q0, q1, q2 = h0 + c3 * a20, h1 + c3 * a21, h2 + c3 * a22
+            a30, a31, a32 = _accel_inertial(q0, q1, q2, q0 * q0, q1 * q1, q2 * q2)
+            n0 = h0 + c6 * (a10 + 2.0 * a20)
+            n1 = h1 + c6 * (a11 + 2.0 * a21)
+            n2 = h2 + c6 * (a12 + 2.0 * a22)
+            w0 = v[i, 0] + cv * (a10 + 4.0 * a20 + a30)
+            w1 = v[i, 1] + cv * (a11 + 4.0 * a21 + a31)
+            w2 = v[i, 2] + cv * (a12 + 4.0 * a22 + a32)
+            xx, yy, zz = n0 * n0, n1 * n1, n2 * n2
+            alt_new = _alt_sq(xx, yy, zz) - stop_alt_m
+            if alt_new + stop_alt_m > apogee[i]:
+                apogee[i] = alt_new + stop_alt_m
+            if not done[i] and alt_new <= 0.0:
+                crossed[i] = True
+                done[i] = True
+                n_done += 1
+                sa[i, 0], sa[i, 1], sa[i, 2] = r[i, 0], r[i, 1], r[i, 2]
+                sa[i, 3], sa[i, 4], sa[i, 5] = v[i, 0], v[i, 1], v[i, 2]
+                sb[i, 0], sb[i, 1], sb[i, 2], sb[i, 3], sb[i, 4], sb[i, 5] = n0, n1, n2, w0, w1, w2
+                alt_a[i], alt_b[i] = alt[i], alt_new
+                t_cross[i], h_cross[i] = t, hs
+            r[i, 0], r[i, 1], r[i, 2] = n0, n1, n2
+            v[i, 0], v[i, 1], v[i, 2] = w0, w1, w2
+            alt[i] = alt_new
+            acc[i, 0], acc[i, 1], acc[i, 2] = _accel_inertial(n0, n1, n2, xx, yy, zz)
+        t += h
+        if record_first and not done[0]:
+            path[k_path, 0] = sign * t
+            path[k_path, 1], path[k_path, 2], path[k_path, 3] = r[0, 0], r[0, 1], r[0, 2]
+            k_path += 1
+    return crossed, sa, sb, alt_a, alt_b, t_cross, h_cross, apogee, path[:k_path].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -271,4 +414,6 @@ def warm() -> None:
     fuse_members(row, 2)
     fuse_members(row, 1)
     predict_members(row, 2)
+    fly_points(row[2:14].reshape(2, 6), 10.0)
+    fly_rkn(row[2:14].reshape(2, 6), 1.0, 30.0, 0.0, True)
     covariance_ok(row[8:29])

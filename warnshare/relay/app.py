@@ -441,7 +441,7 @@ class Relay:
             gc.collect(0)
 
     def predict_due(self) -> None:
-        """The impact predictions the latest reports made due (sigma-point flights, 1-3 ms
+        """The impact predictions the latest reports made due (sigma-point flights, 1-2 ms
         each), as an input of their own: journaled, replayed in the same place."""
         self._clock_input("predict")
 
