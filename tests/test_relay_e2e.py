@@ -306,6 +306,56 @@ async def test_a_relay_that_lost_its_state_takes_up_a_nodes_numbering() -> None:
         old.stop()
 
 
+async def test_a_subscriber_resuming_on_a_relay_that_lost_its_state_gets_everything() -> None:
+    """A relay replaced by one without its state numbers its alerts from 1 again. A subscriber
+    that resumed there with since=<its last alert of the old relay> was sent no backlog, since
+    that id was past the new relay's last: every alert issued before it reconnected (here the
+    new missile's LAUNCH_DETECTED and first updates) was lost to it, silently."""
+    from tests.conftest import start_relay
+    from warnshare.relay.app import RelayConfig
+    from warnshare.subscriber import AlertSubscriber
+
+    old = start_relay(RelayConfig())
+    port = old.port
+    new = None
+    got: list = []
+    sub = AlertSubscriber(old.ws_url)
+
+    async def follow() -> None:
+        async for item in sub.alerts():
+            got.append(item.alert)
+
+    follower = asyncio.create_task(follow())
+    try:
+        pubs = await publish_missile(old.ws_url, nations=[Nation.KOR, Nation.USA])
+        await stop_publishers(pubs)
+        last_old = await old.settled_alert_id()
+        deadline = time.monotonic() + 10
+        while len(got) < last_old and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert sub.last_alert_id == last_old
+        old.stop()
+        new = start_relay(RelayConfig(), port=port)  # the same address, nothing of the old state
+        pubs = await publish_missile(new.ws_url, nations=[Nation.JPN])
+        await stop_publishers(pubs)
+        issued = await new.settled_alert_id()
+        assert 0 < issued < last_old, "the new relay's ids must be below the old one's last"
+        deadline = time.monotonic() + 15
+        while len(got) < last_old + issued and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        after = got[last_old:]
+        assert [a.alert_id for a in after] == list(range(1, issued + 1)), (
+            f"got {len(after)} of the new relay's {issued} alerts")
+        assert after[0].kind == AlertKind.LAUNCH_DETECTED
+        assert "warnshare_subscribers_resumed_ahead_total 1.0" in httpx.get(f"{new.http_url}/metrics").text
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        if new is not None:
+            new.stop()
+        old.stop()
+
+
 async def test_submit_refuses_what_the_relay_would_refuse_and_queues_nothing_of_it(
     relay_server,
 ) -> None:

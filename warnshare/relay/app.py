@@ -160,6 +160,11 @@ class RelayMetrics:
         self.engine_errors = Counter(
             "warnshare_engine_errors", "Reports the fusion engine failed on", registry=r
         )
+        self.since_ahead = Counter(
+            "warnshare_subscribers_resumed_ahead",
+            "Subscribers resuming after an alert this relay never issued (sent all it holds)",
+            registry=r,
+        )
         self.alerts_withheld = Counter(
             "warnshare_alert_parts_withheld",
             "Alerts from the engine with a non-finite number, sent without that part",
@@ -981,6 +986,15 @@ async def _subscriber_session(
         await conn.fail(exc)
         return
     await conn.send(Welcome(relay_time_ns=time.time_ns(), last_alert_id=relay.hub.last_alert_id))
+    if since is not None and since > relay.hub.last_alert_id:
+        # An alert this relay never issued: the subscriber's last alert came from a relay whose
+        # state this one does not have (run without its journal, a standby), and this one's ids
+        # started again at 1. Everything it holds is new to the subscriber.
+        relay.metrics.since_ahead.inc()
+        log.warning("subscriber resumes after alert %d, but this relay's last alert is %d (its "
+                    "ids started again): it is sent every alert this relay holds", since,
+                    relay.hub.last_alert_id)
+        since = 0
     backlog = relay.hub.snapshot() if since is None else relay.hub.since(since)
     if backlog is None:
         await conn.fail(
