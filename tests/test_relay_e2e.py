@@ -347,7 +347,59 @@ async def test_a_subscriber_resuming_on_a_relay_that_lost_its_state_gets_everyth
         assert [a.alert_id for a in after] == list(range(1, issued + 1)), (
             f"got {len(after)} of the new relay's {issued} alerts")
         assert after[0].kind == AlertKind.LAUNCH_DETECTED
-        assert "warnshare_subscribers_resumed_ahead_total 1.0" in httpx.get(f"{new.http_url}/metrics").text
+        assert "warnshare_subscribers_resumed_elsewhere_total 1.0" in httpx.get(f"{new.http_url}/metrics").text
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        if new is not None:
+            new.stop()
+        old.stop()
+
+
+async def test_a_subscriber_resuming_on_another_relays_numbering_gets_everything() -> None:
+    """The case the ids alone cannot tell: the relay that lost its state has already issued more
+    alerts than the subscriber's last id when it comes back, so ``since`` looks like one of its
+    own. The welcome's epoch, echoed on resuming, tells them apart."""
+    from tests.conftest import start_relay
+    from warnshare.relay.app import RelayConfig
+    from warnshare.subscriber import AlertSubscriber
+
+    old = start_relay(RelayConfig())
+    port = old.port
+    new = None
+    got: list = []
+    sub = AlertSubscriber(old.ws_url)
+
+    async def follow() -> None:
+        async for item in sub.alerts():
+            got.append(item.alert)
+
+    follower = asyncio.create_task(follow())
+    try:
+        pubs = await publish_missile(old.ws_url, nations=[Nation.KOR])
+        await stop_publishers(pubs)
+        last_old = await old.settled_alert_id()
+        deadline = time.monotonic() + 10
+        while len(got) < last_old and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert (sub.last_alert_id, sub.epoch) == (last_old, old.relay.epoch)
+        follower.cancel()  # the subscriber is away while the relay is replaced
+        await asyncio.gather(follower, return_exceptions=True)
+        old.stop()
+        new = start_relay(RelayConfig(), port=port)
+        assert new.relay.epoch != old.relay.epoch
+        pubs = await publish_missile(new.ws_url, nations=[Nation.KOR, Nation.USA])
+        await stop_publishers(pubs)
+        issued = await new.settled_alert_id()
+        assert issued > last_old, "the new relay must have passed the subscriber's last id"
+        follower = asyncio.create_task(follow())  # back, resuming with since and the epoch
+        deadline = time.monotonic() + 15
+        while len(got) < last_old + issued and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        after = got[last_old:]
+        assert [a.alert_id for a in after][:issued] == list(range(1, issued + 1)), (
+            f"got {len(after)} of the new relay's {issued} alerts")
+        assert sub.epoch == new.relay.epoch
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)

@@ -289,6 +289,9 @@ class Welcome(_Wire):
     last_acked_seq: StrictInt = 0
     #: For a subscriber: the newest alert id issued so far.
     last_alert_id: StrictInt = 0
+    #: For a subscriber: which numbering of alert ids this relay's are (its journal's; new when
+    #: a relay starts without its predecessor's state). Echo it with ``since`` when resuming.
+    relay_epoch: StrictStr = ""
 
 
 class Ack(_Wire):

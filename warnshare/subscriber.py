@@ -62,8 +62,10 @@ class ReceivedAlert:
         return hop_latencies_ns(self.stamps())
 
 
-def alerts_url(url: str, fmt: str | None = None, since: int | None = None) -> str:
-    """ws://host:port[/v1/alerts][?...] with the format and since parameters set."""
+def alerts_url(
+    url: str, fmt: str | None = None, since: int | None = None, epoch: str | None = None
+) -> str:
+    """ws://host:port[/v1/alerts][?...] with the format, since and epoch parameters set."""
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
     if not path.endswith(ALERTS_PATH):
@@ -73,6 +75,8 @@ def alerts_url(url: str, fmt: str | None = None, since: int | None = None) -> st
         query["format"] = fmt
     if since is not None:
         query["since"] = str(since)
+        if epoch:
+            query["epoch"] = epoch
     return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), ""))
 
 
@@ -100,12 +104,14 @@ class AlertSubscriber:
         self.clock = ClockOffsetEstimator()
         self.conflated = 0
         self.welcome: Welcome | None = None
+        #: The relay epoch of the alerts received (their ids are that numbering's).
+        self.epoch: str | None = None
 
     async def alerts(self) -> AsyncIterator[ReceivedAlert]:
         backoff = 0.2
         while True:
             try:
-                url = alerts_url(self.url, self.fmt, self.last_alert_id)
+                url = alerts_url(self.url, self.fmt, self.last_alert_id, self.epoch)
                 async with websockets.connect(
                     url,
                     compression=None,
@@ -149,7 +155,10 @@ class AlertSubscriber:
                     # the estimator's offset is relay clock minus ours
                     received = t4 + self.clock.offset_ns
                     for i, alert in enumerate(msg.alerts):
+                        # an alert id means something only with its relay's epoch: the two
+                        # change together
                         self.last_alert_id = alert.alert_id
+                        self.epoch = (self.welcome.relay_epoch if self.welcome else "") or None
                         yield ReceivedAlert(
                             alert, msg.relay_sent_ns, received, msg.conflated if i == 0 else 0
                         )

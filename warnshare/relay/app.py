@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -161,8 +162,8 @@ class RelayMetrics:
             "warnshare_engine_errors", "Reports the fusion engine failed on", registry=r
         )
         self.since_ahead = Counter(
-            "warnshare_subscribers_resumed_ahead",
-            "Subscribers resuming after an alert this relay never issued (sent all it holds)",
+            "warnshare_subscribers_resumed_elsewhere",
+            "Subscribers resuming after an alert of another relay's numbering (sent all it holds)",
             registry=r,
         )
         self.alerts_withheld = Counter(
@@ -253,6 +254,10 @@ class Relay:
         self.nodes = NodeRegistry(max_nodes=config.max_node_ids)
         self.metrics = RelayMetrics()
         self.journal = Journal(config.journal_path) if config.journal_path else None
+        #: Which numbering this relay's alert ids are: its journal's, or new with its state
+        #: (told to subscribers in the welcome, echoed back when they resume).
+        fresh_epoch = os.urandom(8).hex()
+        self.epoch = self.journal.epoch(fresh_epoch) if self.journal else fresh_epoch
         self.hub = Hub(
             ring_size=config.ring_size,
             older=self._older_alerts if self.journal else None,
@@ -757,6 +762,7 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
         # parsed by the session, not by FastAPI, so a bad value gets BAD_REQUEST rather than a 403
         since: str | None = Query(None),
         token: str | None = Query(None),
+        epoch: str | None = Query(None),
     ) -> None:
         await ws.accept()
         conn = _Conn(ws, format if format in ("msgpack", "json") else "json")
@@ -764,7 +770,7 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
             conn.enable_direct()
         async with admitted(ws, conn) as ok:
             if ok:
-                await _subscriber_session(relay, ws, conn, format, since, token)
+                await _subscriber_session(relay, ws, conn, format, since, token, epoch)
 
     return app
 
@@ -972,7 +978,8 @@ def _decode_node(data: bytes | str) -> Any:
 
 
 async def _subscriber_session(
-    relay: Relay, ws: WebSocket, conn: _Conn, fmt: str, since_text: str | None, token: str | None
+    relay: Relay, ws: WebSocket, conn: _Conn, fmt: str, since_text: str | None, token: str | None,
+    epoch: str | None = None,
 ) -> None:
     try:
         if fmt not in ("msgpack", "json"):
@@ -980,20 +987,23 @@ async def _subscriber_session(
                 ErrorCode.BAD_REQUEST, f"format must be msgpack or json, not {fmt!r}"
             )
         since = _parse_since(since_text)
+        if epoch is not None and len(epoch) > 64:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "epoch is at most 64 characters")
         consumer = _authenticate_subscriber(relay, ws, token)
     except ProtocolError as exc:
         relay.metrics.rejected.labels(exc.code.value).inc()
         await conn.fail(exc)
         return
-    await conn.send(Welcome(relay_time_ns=time.time_ns(), last_alert_id=relay.hub.last_alert_id))
-    if since is not None and since > relay.hub.last_alert_id:
-        # An alert this relay never issued: the subscriber's last alert came from a relay whose
-        # state this one does not have (run without its journal, a standby), and this one's ids
-        # started again at 1. Everything it holds is new to the subscriber.
+    await conn.send(Welcome(relay_time_ns=time.time_ns(), last_alert_id=relay.hub.last_alert_id,
+                            relay_epoch=relay.epoch))
+    if since is not None and (since > relay.hub.last_alert_id or epoch not in (None, relay.epoch)):
+        # The subscriber's last alert came from a relay whose state this one does not have (run
+        # without its journal, a standby): another epoch, or an id this relay never issued. This
+        # one's ids started again at 1, so everything it holds is new to the subscriber.
         relay.metrics.since_ahead.inc()
-        log.warning("subscriber resumes after alert %d, but this relay's last alert is %d (its "
-                    "ids started again): it is sent every alert this relay holds", since,
-                    relay.hub.last_alert_id)
+        log.warning("subscriber resumes after alert %d of epoch %s, but this relay is epoch %s "
+                    "with last alert %d: it is sent every alert this relay holds", since,
+                    epoch or "(not given)", relay.epoch, relay.hub.last_alert_id)
         since = 0
     backlog = relay.hub.snapshot() if since is None else relay.hub.since(since)
     if backlog is None:

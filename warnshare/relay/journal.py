@@ -6,7 +6,9 @@ the clock offset used and the relay's stamps), a tick or a run of the due impact
 its size in ``clock_offset_ns``). A batch is committed
 before it is acknowledged and before its alerts reach any subscriber, so a ``kill -9`` loses
 nothing that anyone was told about: the node re-sends what was not acknowledged, and replaying
-the inputs through a fresh engine rebuilds the same state and the same alerts.
+the inputs through a fresh engine rebuilds the same state and the same alerts. The relay's
+epoch (which numbering its alert ids are, told to subscribers) is kept here too, so a restarted
+relay goes on with the same one.
 
 Batches are written into an open transaction and made durable together by ``commit`` (group
 commit): the relay commits once per group of a node's frames that it takes together, before
@@ -51,6 +53,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     event_id INTEGER NOT NULL,
     kind TEXT NOT NULL,
     body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -132,6 +138,17 @@ class Journal:
         self.open = False
         self._migrate()
         self.db.executescript(SCHEMA)
+
+    def epoch(self, new: str) -> str:
+        """The relay's epoch kept in this journal; ``new`` is kept and returned if it has none
+        (a new journal, or one written before epochs: its alert ids go on, but no subscriber
+        can have been told an epoch for them)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        if row is not None:
+            return row[0]
+        with self._transaction():
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (new,))
+        return new
 
     def _migrate(self) -> None:
         """A journal written before ``predict`` or ``clock_step`` inputs existed: its CHECK
