@@ -306,17 +306,22 @@ async def test_a_relay_that_lost_its_state_takes_up_a_nodes_numbering() -> None:
         old.stop()
 
 
-async def test_a_subscriber_resuming_on_a_relay_that_lost_its_state_gets_everything() -> None:
+@pytest.mark.parametrize("new_relay", ["behind the subscriber", "past the subscriber"])
+async def test_a_subscriber_resuming_on_a_relay_that_lost_its_state_gets_everything(new_relay) -> None:
     """A relay replaced by one without its state numbers its alerts from 1 again. A subscriber
-    that resumed there with since=<its last alert of the old relay> was sent no backlog, since
-    that id was past the new relay's last: every alert issued before it reconnected (here the
-    new missile's LAUNCH_DETECTED and first updates) was lost to it, silently."""
+    that resumed there with since=<its last alert of the old relay> was sent no backlog: every
+    alert issued before it reconnected (the new missile's LAUNCH_DETECTED and first updates) was
+    lost to it, silently. "behind": the new relay has issued fewer alerts than the subscriber's
+    last id, which it never issued; "past": the subscriber was away while it issued more, so
+    only the welcome's epoch, echoed on resuming, tells the two numberings apart."""
     from tests.conftest import start_relay
     from warnshare.relay.app import RelayConfig
     from warnshare.subscriber import AlertSubscriber
 
+    behind = new_relay.startswith("behind")
+    old_nations, new_nations = ([Nation.KOR, Nation.USA], [Nation.JPN]) if behind else (
+        [Nation.KOR], [Nation.KOR, Nation.USA])
     old = start_relay(RelayConfig())
-    port = old.port
     new = None
     got: list = []
     sub = AlertSubscriber(old.ws_url)
@@ -325,81 +330,35 @@ async def test_a_subscriber_resuming_on_a_relay_that_lost_its_state_gets_everyth
         async for item in sub.alerts():
             got.append(item.alert)
 
-    follower = asyncio.create_task(follow())
-    try:
-        pubs = await publish_missile(old.ws_url, nations=[Nation.KOR, Nation.USA])
-        await stop_publishers(pubs)
-        last_old = await old.settled_alert_id()
-        deadline = time.monotonic() + 10
-        while len(got) < last_old and time.monotonic() < deadline:
+    async def received(n: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(got) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert sub.last_alert_id == last_old
-        old.stop()
-        new = start_relay(RelayConfig(), port=port)  # the same address, nothing of the old state
-        pubs = await publish_missile(new.ws_url, nations=[Nation.JPN])
-        await stop_publishers(pubs)
-        issued = await new.settled_alert_id()
-        assert 0 < issued < last_old, "the new relay's ids must be below the old one's last"
-        deadline = time.monotonic() + 15
-        while len(got) < last_old + issued and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        after = got[last_old:]
-        assert [a.alert_id for a in after] == list(range(1, issued + 1)), (
-            f"got {len(after)} of the new relay's {issued} alerts")
-        assert after[0].kind == AlertKind.LAUNCH_DETECTED
-        assert "warnshare_subscribers_resumed_elsewhere_total 1.0" in httpx.get(f"{new.http_url}/metrics").text
-    finally:
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
-        if new is not None:
-            new.stop()
-        old.stop()
-
-
-async def test_a_subscriber_resuming_on_another_relays_numbering_gets_everything() -> None:
-    """The case the ids alone cannot tell: the relay that lost its state has already issued more
-    alerts than the subscriber's last id when it comes back, so ``since`` looks like one of its
-    own. The welcome's epoch, echoed on resuming, tells them apart."""
-    from tests.conftest import start_relay
-    from warnshare.relay.app import RelayConfig
-    from warnshare.subscriber import AlertSubscriber
-
-    old = start_relay(RelayConfig())
-    port = old.port
-    new = None
-    got: list = []
-    sub = AlertSubscriber(old.ws_url)
-
-    async def follow() -> None:
-        async for item in sub.alerts():
-            got.append(item.alert)
 
     follower = asyncio.create_task(follow())
     try:
-        pubs = await publish_missile(old.ws_url, nations=[Nation.KOR])
-        await stop_publishers(pubs)
+        await stop_publishers(await publish_missile(old.ws_url, nations=old_nations))
         last_old = await old.settled_alert_id()
-        deadline = time.monotonic() + 10
-        while len(got) < last_old and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await received(last_old, 10)
         assert (sub.last_alert_id, sub.epoch) == (last_old, old.relay.epoch)
-        follower.cancel()  # the subscriber is away while the relay is replaced
-        await asyncio.gather(follower, return_exceptions=True)
+        if not behind:  # away while the relay is replaced
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
         old.stop()
-        new = start_relay(RelayConfig(), port=port)
+        new = start_relay(RelayConfig(), port=old.port)  # the same address, none of the state
         assert new.relay.epoch != old.relay.epoch
-        pubs = await publish_missile(new.ws_url, nations=[Nation.KOR, Nation.USA])
-        await stop_publishers(pubs)
+        await stop_publishers(await publish_missile(new.ws_url, nations=new_nations))
         issued = await new.settled_alert_id()
-        assert issued > last_old, "the new relay must have passed the subscriber's last id"
-        follower = asyncio.create_task(follow())  # back, resuming with since and the epoch
-        deadline = time.monotonic() + 15
-        while len(got) < last_old + issued and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        after = got[last_old:]
-        assert [a.alert_id for a in after][:issued] == list(range(1, issued + 1)), (
-            f"got {len(after)} of the new relay's {issued} alerts")
-        assert sub.epoch == new.relay.epoch
+        assert (0 < issued < last_old) if behind else (issued > last_old), (issued, last_old)
+        if not behind:  # back, resuming with since and the epoch
+            follower = asyncio.create_task(follow())
+        await received(last_old + issued, 15)
+        after = [a.alert_id for a in got[last_old:]]
+        assert after[:issued] == list(range(1, issued + 1)), (
+            f"got {len(after)} of the new relay's {issued} alerts, from id {after[:1]}")
+        assert got[last_old].kind == AlertKind.LAUNCH_DETECTED and sub.epoch == new.relay.epoch
+        metrics = httpx.get(f"{new.http_url}/metrics").text
+        assert "warnshare_subscribers_resumed_elsewhere_total 1.0" in metrics
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
