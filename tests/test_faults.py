@@ -103,12 +103,13 @@ SCENARIO = "kn23-2023-03-19"
 SPEED = 40.0
 
 
-def _node(port: int, start_at: float | None, speed: float = SPEED) -> subprocess.Popen:
-    start = ["--start-at", f"{start_at:.6f}"] if start_at is not None else []
+def _node(port: int, start_at: float | str | None, speed: float = SPEED, nation: str = "JPN",
+          **popen) -> subprocess.Popen:
+    start = [] if start_at is None else ["--start-at", start_at if isinstance(start_at, str) else f"{start_at:.6f}"]
     return subprocess.Popen(
-        [sys.executable, "-m", "warnshare.cli", "node", "--nation", "JPN", "--relay", f"ws://127.0.0.1:{port}",
+        [sys.executable, "-m", "warnshare.cli", "node", "--nation", nation, "--relay", f"ws://127.0.0.1:{port}",
          "--scenario", SCENARIO, "--speed", str(speed), *start, "--log-level", "warning"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen,
     )
 
 
@@ -204,6 +205,41 @@ async def test_a_node_run_again_against_a_relay_that_kept_its_state_is_shown_aga
         assert sum(a.kind == AlertKind.LAUNCH_DETECTED for a in sub.alerts) == 2, "the second flight is not shown"
         await sub.stop()
     finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("start", ["auto", "each its own"])
+async def test_nodes_started_apart_play_one_scenario_clock_with_start_at_auto(start: str) -> None:
+    """The compose demo starts each node once it has simulated its sensors, seconds apart; each
+    played the scenario from its own start, so at 400x the nations' pictures of one missile were
+    hundreds of simulated seconds apart and the relay opened an event per nation. With
+    ``--start-at auto`` (the compose default) they agree, through the relay, on one instant."""
+    running = start_relay(RelayConfig().scaled(400.0))
+    relay = running.relay
+    nodes = []
+    try:
+        sub = Collector(running.ws_url)
+        await sub.start()
+        for nation in ("KOR", "JPN", "USA"):
+            nodes.append(_node(running.port, "auto" if start == "auto" else None, 400.0, nation))
+            await asyncio.sleep(1.5)
+        for node in nodes:
+            assert await asyncio.to_thread(node.wait, 120) == 0
+        await sub.until(relay.hub.last_alert_id)
+        launches = [a for a in sub.alerts if a.kind == AlertKind.LAUNCH_DETECTED]
+        withdrawn = {a.corrects_alert_id for a in sub.alerts if a.kind == AlertKind.CORRECTION}
+        live = [a for a in launches if a.alert_id not in withdrawn]
+        print(f"\n{start}: {len(launches)} LAUNCH_DETECTED, {len(live)} not withdrawn")
+        if start == "auto":
+            assert len(launches) == 1, f"{len(launches)} events for one missile"
+        else:  # the fault the default removes: if this passes, the test shows nothing
+            assert len(live) > 1
+        await sub.stop()
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait(10)
         running.stop()
 
 

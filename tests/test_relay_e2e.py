@@ -367,6 +367,34 @@ async def test_a_subscriber_resuming_on_a_relay_that_lost_its_state_gets_everyth
         old.stop()
 
 
+async def test_auto_start_is_the_same_instant_for_every_node_and_does_not_wait_for_ever(
+    relay_server,
+) -> None:
+    from warnshare.node import auto_start_ns, nodes_url
+
+    assert nodes_url("ws://relay:8000/v1/ingest") == "http://relay:8000/v1/nodes"
+    assert nodes_url("wss://relay.example/v1/ingest") == "https://relay.example/v1/nodes"
+    pubs = []
+    for nation in (Nation.KOR, Nation.JPN):
+        pub = NodePublisher(relay_server.ws_url, nation, f"{nation.value.lower()}-auto")
+        pub.task = asyncio.create_task(pub.run())
+        pubs.append(pub)
+        await asyncio.wait_for(pub.connected.wait(), 10)
+        await asyncio.sleep(0.3)  # ready apart
+    try:
+        links = relay_server.relay.nodes.links
+        expected = max(links[p.node_id].connected_ns for p in pubs) + 2_000_000_000
+        both = [Nation.KOR, Nation.JPN]
+        starts = await asyncio.gather(*(auto_start_ns(p, both, poll_s=0.05) for p in pubs))
+        assert starts == [expected, expected]
+        # no US node: after wait_s, the latest of the nations present, not a wait for ever
+        t0 = time.monotonic()
+        assert await auto_start_ns(pubs[0], wait_s=0.5, poll_s=0.05) == expected
+        assert time.monotonic() - t0 < 5
+    finally:
+        await stop_publishers(pubs)
+
+
 async def test_submit_refuses_what_the_relay_would_refuse_and_queues_nothing_of_it(
     relay_server,
 ) -> None:

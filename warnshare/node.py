@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
 import ssl
 import sys
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,6 +77,13 @@ def ingest_url(relay: str) -> str:
     """ws://host:port (any path) -> ws://host:port/v1/ingest."""
     base = relay.rstrip("/")
     return base if base.endswith(INGEST_PATH) else base + INGEST_PATH
+
+
+def nodes_url(ingest: str) -> str:
+    """ws(s)://host:port/v1/ingest -> http(s)://host:port/v1/nodes."""
+    scheme, rest = ingest.split("://", 1)
+    base = rest[: -len(INGEST_PATH)] if rest.endswith(INGEST_PATH) else rest.rstrip("/")
+    return f"{'https' if scheme == 'wss' else 'http'}://{base}/v1/nodes"
 
 
 @dataclass
@@ -581,9 +590,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--start-at",
         default=env_str("START_AT", "") or None,
         help="UNIX time (s) at which scenario t=0 plays (WARNSHARE_START_AT); default: now + 1 s. "
-        "'-': once simulated "
-        "and connected, print READY on stdout and read the time from stdin (to start several "
-        "nodes together)",
+        "'auto': once a node of every nation is connected to the relay, 2 s after the last "
+        "of them connected (each node reads the same times from the relay's /v1/nodes, so "
+        "they start together). '-': once simulated and connected, print READY on stdout and "
+        "read the time from stdin (to start several nodes together)",
     )
     parser.add_argument(
         "--clock-skew-s",
@@ -666,10 +676,67 @@ def load_node_key(args: argparse.Namespace, nation: Nation) -> NodeKey | None:
     return key
 
 
+#: ``--start-at auto``: scenario t=0 this long after the last nation's node connected.
+AUTO_START_MARGIN_S = 2.0
+#: ... waiting at most this long for every nation's node; then the nations present.
+AUTO_START_WAIT_S = 120.0
+
+
+async def auto_start_ns(
+    publisher: NodePublisher,
+    nations: Iterable[Nation] = NATIONS,
+    margin_s: float = AUTO_START_MARGIN_S,
+    wait_s: float = AUTO_START_WAIT_S,
+    poll_s: float = 0.2,
+) -> int:
+    """Scenario t=0 for nodes started without a shared time (``--start-at auto``):
+    ``margin_s`` after the latest connection among one node of each of ``nations``, as the
+    relay lists them (``GET /v1/nodes``, ``connected_ns``). Every node reads the same connection
+    times, so all pick the same instant, however far apart they became ready (a node connects
+    once it has simulated its sensors). After ``wait_s`` without every nation: the latest of
+    those present (logged)."""
+    wanted = {n.value for n in nations}
+    url = nodes_url(publisher.url)
+    deadline = time.monotonic() + wait_s
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(publisher.connected.wait(), wait_s)
+
+    def fetch() -> list:
+        with urllib.request.urlopen(url, timeout=5, context=publisher.ssl_context) as r:
+            return json.load(r)
+
+    latest: dict[str, int] = {}
+    while True:
+        try:
+            links = await asyncio.to_thread(fetch)
+        except (OSError, ValueError) as exc:
+            log.info("%s: cannot read %s yet (%s)", publisher.node_id, url, exc)
+        else:
+            latest = {}
+            for link in links:
+                t = int(link.get("connected_ns") or 0)
+                if link.get("connected") and t and link.get("nation") in wanted:
+                    latest[link["nation"]] = max(latest.get(link["nation"], 0), t)
+            if set(latest) == wanted:
+                break
+        if time.monotonic() >= deadline:
+            log.warning("%s: only %s connected after %.0f s; starting without the others",
+                        publisher.node_id, ", ".join(sorted(latest)) or "no nation", wait_s)
+            break
+        await asyncio.sleep(poll_s)
+    return max(latest.values(), default=time.time_ns()) + int(margin_s * 1e9)
+
+
 async def _start_time(start_at: str | None, publisher: NodePublisher) -> int:
-    """Wall-clock ns of scenario t=0: given, now + 1 s, or handed over on stdin once ready."""
+    """Wall-clock ns of scenario t=0: given, now + 1 s, agreed through the relay ('auto'), or
+    handed over on stdin once ready ('-')."""
     if start_at is None:
         return time.time_ns() + 1_000_000_000
+    if start_at == "auto":
+        t = await auto_start_ns(publisher)
+        log.info("%s: every nation's node is connected; scenario t=0 plays at %.3f",
+                 publisher.node_id, t / 1e9)
+        return t
     if start_at != "-":
         try:
             return int(float(start_at) * 1e9)

@@ -710,6 +710,7 @@ def create_app(config: RelayConfig | None = None) -> FastAPI:
                 "node_id": n.node_id,
                 "nation": n.nation.value,
                 "connected": n.connection is not None,
+                "connected_ns": n.connected_ns if n.connection is not None else 0,
                 "last_acked_seq": n.last_seq,
                 "reports_accepted": n.accepted,
                 "duplicates": n.duplicates,
@@ -808,6 +809,7 @@ async def _node_session(relay: Relay, ws: WebSocket, conn: _Conn) -> None:
         link.key_id = key_id
         old = link.connection
         link.connection = conn
+        link.connected_ns = time.time_ns()
         if isinstance(old, _Conn):
             asyncio.create_task(
                 old.fail(ProtocolError(ErrorCode.SUPERSEDED, "a newer connection took over"))

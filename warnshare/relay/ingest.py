@@ -33,6 +33,8 @@ class NodeLink:
     last_seq: int = 0
     clock: ClockOffsetEstimator = field(default_factory=ClockOffsetEstimator)
     connection: object | None = None
+    #: When the current connection was welcomed (relay clock, ns; 0: never).
+    connected_ns: int = 0
     #: The key the node authenticated with (None on a relay without a trust store).
     key_id: str | None = None
     accepted: int = 0
