@@ -470,3 +470,30 @@ async def test_an_alert_with_a_non_finite_number_goes_out_without_that_part(tmp_
         assert await all_alerts(second.ws_url) == received["msgpack"]
     finally:
         second.stop()
+
+
+def test_the_output_check_withholds_only_the_bad_part_and_never_raises() -> None:
+    """``outcheck.checked`` also runs in the relay's ticker, where an exception would stop its
+    clock inputs: whatever the engine gives, it returns an alert that every reader takes when
+    the fault is a non-finite number, and withholds nothing from a good one."""
+    from warnshare.fusion import FusionEngine
+    from warnshare.protocol import Nation
+    from warnshare.relay.hub import msgpack_batch
+    from warnshare.relay.outcheck import checked
+
+    engine = FusionEngine()
+    alerts = [a for r in national_reports(STATES, Nation.KOR, track_number=41, seed=4)
+              for a in engine.ingest(r, node_sent_ns=r.measured_ns, received_ns=r.measured_ns)]
+    good = next(a for a in alerts if a.state is not None and a.impact is not None)
+    assert checked(good)[1] == []
+    nan = good.model_copy(update={"state": good.state.model_copy(update={"alt_m": float("nan")})})
+    encoded, withheld = checked(nan)
+    assert withheld == ["state"]
+    back = decode_relay_to_subscriber(msgpack_batch([encoded], 1, 0)).alerts[0]
+    assert back.state is None and back.impact == good.impact and "withheld" in back.text
+    # a fault that withholding no one part mends (here also a top-level field out of range):
+    # every part withheld, and no exception
+    worse = nan.model_copy(update={"event_id": 0})
+    _encoded, withheld = checked(worse)
+    assert set(withheld) == {p for p in ("state", "launch", "impact", "assessment")
+                             if getattr(worse, p) is not None}

@@ -161,7 +161,7 @@ class RelayMetrics:
         self.engine_errors = Counter(
             "warnshare_engine_errors", "Reports the fusion engine failed on", registry=r
         )
-        self.since_ahead = Counter(
+        self.resumed_elsewhere = Counter(
             "warnshare_subscribers_resumed_elsewhere",
             "Subscribers resuming after an alert of another relay's numbering (sent all it holds)",
             registry=r,
@@ -998,11 +998,11 @@ async def _subscriber_session(
         return
     await conn.send(Welcome(relay_time_ns=time.time_ns(), last_alert_id=relay.hub.last_alert_id,
                             relay_epoch=relay.epoch))
-    if since is not None and (since > relay.hub.last_alert_id or epoch not in (None, relay.epoch)):
+    if since is not None and (since > relay.hub.last_alert_id or epoch not in (None, "", relay.epoch)):
         # The subscriber's last alert came from a relay whose state this one does not have (run
         # without its journal, a standby): another epoch, or an id this relay never issued. This
         # one's ids started again at 1, so everything it holds is new to the subscriber.
-        relay.metrics.since_ahead.inc()
+        relay.metrics.resumed_elsewhere.inc()
         log.warning("subscriber resumes after alert %d of epoch %s, but this relay is epoch %s "
                     "with last alert %d: it is sent every alert this relay holds", since,
                     epoch or "(not given)", relay.epoch, relay.hub.last_alert_id)

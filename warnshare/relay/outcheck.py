@@ -41,18 +41,29 @@ def checked(alert: Alert) -> tuple[EncodedAlert, list[str]]:
     encoded = EncodedAlert(alert)
     if _NON_FINITE.search(encoded.msgpack) is None:
         return encoded, []
+    if _valid(encoded):
+        return encoded, []
+    bad = [p for p in PARTS if getattr(alert, p) is not None and _invalid(getattr(alert, p))]
+    encoded = _without(alert, bad)
+    if not _valid(encoded):
+        # what is left must be what every reader takes, or the stream would stall on it
+        bad = [p for p in PARTS if getattr(alert, p) is not None]
+        encoded = _without(alert, bad)
+    return encoded, bad
+
+
+def _without(alert: Alert, parts: list[str]) -> EncodedAlert:
+    alert = alert.model_copy()  # the engine may hold the original's parts
+    for p in parts:
+        setattr(alert, p, None)
+    note = f"[the relay withheld this alert's {', '.join(parts) or 'nothing'}: not finite]"
+    alert.text = f"{alert.text} {note}" if alert.text else note
+    return EncodedAlert(alert)
+
+
+def _valid(encoded: EncodedAlert) -> bool:
     try:
         Alert.model_validate(msgpack.unpackb(encoded.msgpack, raw=False))
-        return encoded, []
     except ValidationError:
-        pass
-    alert = alert.model_copy()  # the engine may hold the original's parts
-    withheld = [p for p in PARTS if getattr(alert, p) is not None and _invalid(getattr(alert, p))]
-    for p in withheld:
-        setattr(alert, p, None)
-    note = f"[the relay withheld this alert's {', '.join(withheld) or 'nothing'}: not finite]"
-    alert.text = f"{alert.text} {note}" if alert.text else note
-    encoded = EncodedAlert(alert)
-    # what is left must be what every reader takes, or the stream would stall on it
-    Alert.model_validate(msgpack.unpackb(encoded.msgpack, raw=False))
-    return encoded, withheld
+        return False
+    return True
