@@ -713,7 +713,9 @@ async def auto_start_ns(
             log.info("%s: cannot read %s yet (%s)", publisher.node_id, url, exc)
         else:
             latest = {}
-            for link in links:
+            for link in links if isinstance(links, list) else ():
+                if not isinstance(link, dict):
+                    continue
                 t = int(link.get("connected_ns") or 0)
                 if link.get("connected") and t and link.get("nation") in wanted:
                     latest[link["nation"]] = max(latest.get(link["nation"], 0), t)
