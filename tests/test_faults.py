@@ -19,18 +19,17 @@ import numpy as np
 import pytest
 import websockets
 
+from tests.clients import Recorder
 from tests.conftest import settled_alert_id, start_relay
 from tests.synth import ballistic_arc, national_reports
 from warnshare.node import NodeClock, NodePublisher, report_from_update
 from warnshare.protocol import (
-    AlertBatch,
     AlertKind,
     DataMode,
     Hello,
     Nation,
     ReportBatch,
     decode_relay_to_node,
-    decode_relay_to_subscriber,
     encode,
 )
 from warnshare.relay.app import RelayConfig
@@ -39,46 +38,11 @@ from warnshare.relay.app import RelayConfig
 INJECTED: list[str] = []
 
 
-class Collector:
-    """A subscriber recording every alert; msgpack or JSON."""
-
-    def __init__(self, url: str, fmt: str = "msgpack") -> None:
-        self.url = f"{url}/v1/alerts?format={fmt}"
-        self.alerts: list = []
-
-    async def start(self) -> None:
-        self.ws = await websockets.connect(self.url, max_size=None, compression=None)
-        assert decode_relay_to_subscriber(await self.ws.recv()).type == "welcome"
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for frame in self.ws:
-            msg = decode_relay_to_subscriber(frame)
-            if isinstance(msg, AlertBatch):
-                self.alerts.extend(msg.alerts)
-
-    async def until(self, last_id: int, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while (not self.alerts or self.alerts[-1].alert_id < last_id) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        await self.ws.close()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-
-async def everything(url: str) -> list:
-    c = Collector(url)
-    c.url = f"{url}/v1/alerts?since=0"
-    await c.start()
-    return c
-
-
-async def assert_complete(url: str, relay, collectors: list[Collector]) -> list:
+async def assert_complete(url: str, relay, collectors: list[Recorder]) -> list:
     """Every subscriber holds alerts 1..last exactly once, identical to the relay's since=0 replay.
     ``last`` is taken once the relay has gone quiet (ticks may still close events)."""
     last = await settled_alert_id(relay, quiet_s=1.5, timeout_s=30.0)
-    reference = await everything(url)
+    reference = await Recorder(url, since=0).start()
     for c in [*collectors, reference]:
         await c.until(last)
     await reference.stop()
@@ -125,7 +89,7 @@ async def test_node_killed_mid_stream_and_restarted_loses_nothing_and_duplicates
     relay = running.relay
     node = None
     try:
-        subs = [Collector(running.ws_url), Collector(running.ws_url, "json")]
+        subs = [Recorder(running.ws_url), Recorder(running.ws_url, "json")]
         for s in subs:
             await s.start()
         # scenario t = first update plays 3 s from now (the node simulates for a moment first)
@@ -192,7 +156,7 @@ async def test_a_node_run_again_against_a_relay_that_kept_its_state_is_shown_aga
     running = start_relay(RelayConfig().scaled(400.0))
     relay = running.relay
     try:
-        sub = Collector(running.ws_url)
+        sub = Recorder(running.ws_url)
         await sub.start()
         accepted = []
         for _ in range(2):
@@ -218,7 +182,7 @@ async def test_nodes_started_apart_play_one_scenario_clock_with_start_at_auto(st
     relay = running.relay
     nodes = []
     try:
-        sub = Collector(running.ws_url)
+        sub = Recorder(running.ws_url)
         await sub.start()
         for nation in ("KOR", "JPN", "USA"):
             nodes.append(_node(running.port, "auto" if start == "auto" else None, 400.0, nation))
@@ -291,7 +255,7 @@ async def test_link_partitioned_and_healed_loses_nothing() -> None:
     running = start_relay(RelayConfig(clock_period_s=0.25))
     relay = running.relay
     try:
-        subs = [Collector(running.ws_url), Collector(running.ws_url, "json")]
+        subs = [Recorder(running.ws_url), Recorder(running.ws_url, "json")]
         for s in subs:
             await s.start()
         states = ballistic_arc(39.5, 125.2, 100, 5000, 40, 29)
@@ -401,7 +365,7 @@ async def test_link_cut_by_a_proxy_mid_stream_and_healed_loses_nothing() -> None
     proxy = CuttableProxy(running.port)
     proxy_port = await proxy.start()
     try:
-        subs = [Collector(running.ws_url)]
+        subs = [Recorder(running.ws_url)]
         for s in subs:
             await s.start()
         states = ballistic_arc(39.5, 125.2, 100, 5000, 40, 29)
@@ -451,7 +415,7 @@ async def test_a_node_clock_jump_is_detected_within_two_exchanges_and_alerts_sta
     running = start_relay(RelayConfig(clock_period_s=0.2))
     relay = running.relay
     try:
-        subs = [Collector(running.ws_url)]
+        subs = [Recorder(running.ws_url)]
         for s in subs:
             await s.start()
         states = ballistic_arc(39.5, 125.2, 100, 5000, 40, 39)

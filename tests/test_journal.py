@@ -13,27 +13,16 @@ import time
 import httpx
 import websockets
 
+from tests.clients import all_alerts
 from tests.conftest import raw_node, send_report, start_relay
 from tests.synth import ballistic_arc, national_reports
 from warnshare.node import NodePublisher
-from warnshare.protocol import NATIONS, AlertBatch, AlertKind, decode_relay_to_subscriber
+from warnshare.protocol import NATIONS, AlertKind, decode_relay_to_subscriber
 from warnshare.relay.app import RelayConfig
 from warnshare.relay.journal import SCHEMA, Journal
 from warnshare.subscriber import AlertSubscriber
 
 STATES = ballistic_arc(39.0, 125.5, 90, 5200, 42, 60)
-
-
-async def all_alerts(url: str) -> list[bytes]:
-    """Every alert the relay holds, via since=0, as raw msgpack-decoded models."""
-    out = []
-    async with websockets.connect(f"{url}/v1/alerts?since=0", max_size=None) as ws:
-        welcome = decode_relay_to_subscriber(await asyncio.wait_for(ws.recv(), 5))
-        while len(out) < welcome.last_alert_id:
-            msg = decode_relay_to_subscriber(await asyncio.wait_for(ws.recv(), 5))
-            if isinstance(msg, AlertBatch):
-                out.extend(msg.alerts)
-    return out
 
 
 async def publish_all(url: str, reports_by_nation: dict, numbering: str = "continue") -> list:

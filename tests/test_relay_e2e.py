@@ -11,13 +11,13 @@ import msgpack
 import pytest
 import websockets
 
+from tests.clients import Recorder
 from tests.conftest import raw_node, send_report
 from tests.synth import ballistic_arc, national_reports
 from warnshare.node import NodeClock, NodePublisher
 from warnshare.protocol import (
     MAX_NODE_FRAME_BYTES,
     NATIONS,
-    AlertBatch,
     AlertKind,
     CloseCode,
     ErrorCode,
@@ -32,40 +32,6 @@ from warnshare.protocol import (
 )
 
 STATES = ballistic_arc(39.2, 125.7, 95, 5500, 40, 60)
-
-
-class Listener:
-    """A raw WebSocket subscriber that records every alert it is sent."""
-
-    def __init__(self, url: str, fmt: str) -> None:
-        self.url = f"{url}/v1/alerts" + ("?format=json" if fmt == "json" else "")
-        self.fmt = fmt
-        self.alerts: list = []
-        self.welcome: Welcome | None = None
-        self.task: asyncio.Task | None = None
-        self.ws = None
-
-    async def start(self) -> None:
-        self.ws = await websockets.connect(self.url, compression=None)
-        self.welcome = decode_relay_to_subscriber(await self.ws.recv())
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for frame in self.ws:
-            assert isinstance(frame, str) == (self.fmt == "json")
-            msg = decode_relay_to_subscriber(frame)
-            if isinstance(msg, AlertBatch):
-                self.alerts.extend(msg.alerts)
-
-    async def wait_for(self, predicate, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate(self.alerts):
-            assert time.monotonic() < deadline, f"timed out; got {len(self.alerts)} alerts"
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        await self.ws.close()
-        await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def publish_missile(
@@ -106,7 +72,7 @@ async def stop_publishers(pubs) -> None:
 async def test_three_nations_one_missile_one_event_same_alerts_for_msgpack_and_json(
     relay_server,
 ) -> None:
-    mp, js = Listener(relay_server.ws_url, "msgpack"), Listener(relay_server.ws_url, "json")
+    mp, js = Recorder(relay_server.ws_url, "msgpack"), Recorder(relay_server.ws_url, "json")
     await mp.start()
     await js.start()
     pubs = await publish_missile(relay_server.ws_url)
@@ -145,7 +111,7 @@ async def test_late_joiner_gets_the_current_picture_and_since_resumes_without_ga
     relay_server,
 ) -> None:
     pubs = await publish_missile(relay_server.ws_url, nations=[Nation.KOR])
-    first = Listener(relay_server.ws_url, "msgpack")
+    first = Recorder(relay_server.ws_url, "msgpack")
     await first.start()
     await first.wait_for(lambda a: len(a) >= 1)
     kinds = {a.kind for a in first.alerts}
@@ -214,7 +180,7 @@ async def test_a_restarted_node_with_new_reports_continues_after_what_the_relay_
     assert await old.wait_acked(10)
     await stop_publishers([old])
     link = relay_server.relay.nodes.links["kor-restart"]
-    listener = Listener(url, "msgpack")
+    listener = Recorder(url, "msgpack")
     await listener.start()
     shown_before = len(listener.alerts)
 
@@ -285,7 +251,7 @@ async def test_a_relay_that_lost_its_state_takes_up_a_nodes_numbering() -> None:
         assert await pub.wait_acked(10) and pub.acked_seq == 20
         old.stop()
         new = start_relay(RelayConfig(), port=port)  # the same address, nothing of the old state
-        listener = Listener(new.ws_url, "msgpack")
+        listener = Recorder(new.ws_url, "msgpack")
         await listener.start()
         pub.submit(reports[20:40])
         assert await pub.wait_acked(10), f"the node is stuck: {pub.stats.errors[-1:]}"
@@ -470,7 +436,7 @@ async def test_malformed_input_gets_documented_errors_and_the_relay_keeps_servin
     relay_server,
 ) -> None:
     url = relay_server.ws_url
-    watcher = Listener(url, "json")
+    watcher = Recorder(url, "json")
     await watcher.start()
     good = national_reports(STATES, Nation.JPN, track_number=1)[:2]
     spoof = national_reports(STATES, Nation.KOR, track_number=1)[:1]
@@ -545,7 +511,7 @@ async def test_bad_subscriber_requests_are_refused_clearly(relay_server) -> None
 
 
 async def test_a_node_five_seconds_fast_gets_the_same_hop_latencies(relay_server) -> None:
-    mp = Listener(relay_server.ws_url, "msgpack")
+    mp = Recorder(relay_server.ws_url, "msgpack")
     await mp.start()
     # one after the other, so neither batch queues behind the other's fusion
     for nation in (Nation.JPN, Nation.KOR):
@@ -600,7 +566,7 @@ async def test_alerts_are_the_same_with_and_without_direct_writes(direct_writes:
 
     running = start_relay(RelayConfig(direct_writes=direct_writes))
     try:
-        mp, js = Listener(running.ws_url, "msgpack"), Listener(running.ws_url, "json")
+        mp, js = Recorder(running.ws_url, "msgpack"), Recorder(running.ws_url, "json")
         await mp.start()
         await js.start()
         pubs = await publish_missile(running.ws_url)
