@@ -216,22 +216,23 @@ class NodePublisher:
             expected = r.seq + 1
         if not batch:
             return
-        if batch[0].seq <= self._relay_held and batch[0].seq > self._last_sent:
-            if self.numbering == "continue":
-                raise ValueError(
-                    f"report seq {batch[0].seq}: the relay already holds seq 1-"
-                    f"{self._relay_held} of node id {self.node_id!r}, so it would drop it as a "
-                    "duplicate; number new reports with next_seq(), or re-play old ones with "
-                    "numbering='replay'"
-                )
-            self._count_already_held(batch[0].seq, min(batch[-1].seq, self._relay_held))
+        # (a seq at or below one already sent was refused above as not following it)
+        held = batch[0].seq <= self._relay_held
+        if held and self.numbering == "continue":
+            raise ValueError(
+                f"report seq {batch[0].seq}: the relay already holds seq 1-"
+                f"{self._relay_held} of node id {self.node_id!r}, so it would drop it as a "
+                "duplicate; number new reports with next_seq(), or re-play old ones with "
+                "numbering='replay'"
+            )
         self.outbox.extend(batch)
         self._last_queued = batch[-1].seq
         self._next_seq = max(self._next_seq, self._last_queued + 1)
         self._all_acked.clear()
         self._new.set()
-        if batch[0].seq <= self._relay_held:
-            self._on_acked(self._relay_held)  # re-played: the relay holds them, none is sent
+        if held:  # re-played: the relay holds them, and none of them is sent
+            self._count_already_held(batch[0].seq, min(batch[-1].seq, self._relay_held))
+            self._on_acked(self._relay_held)
 
     async def wait_acked(self, timeout_s: float | None = None) -> bool:
         try:

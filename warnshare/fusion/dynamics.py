@@ -267,15 +267,6 @@ def kepler_apogee_alt(s, lat_deg: float) -> float:
     return a * (1.0 + e) - radius
 
 
-def _alt_sq(rr: NDArray) -> NDArray:
-    """``_alt_t`` from the squared coordinates (3, n)."""
-    r2 = _add(rr, axis=0)
-    return np.sqrt(r2) - _AB / np.sqrt(_B * _B + (WGS84_A * WGS84_A - _B * _B) * (rr[2] / r2))
-
-
-_add = np.add.reduce
-
-
 def fly_to_ground(
     s0: NDArray,
     *,
@@ -302,10 +293,9 @@ def fly_to_ground(
     """
     s0 = np.ascontiguousarray(s0, dtype=float)
     sign = 1.0 if forward else -1.0
-    crossed, a_all, b_all, alt_a, alt_b, t_cross, h_cross, apogee, raw_path = kernel.fly_rkn(
+    below, crossed, a_all, b_all, alt_a, alt_b, t_cross, h_cross, apogee, raw_path = kernel.fly_rkn(
         s0, sign, float(max_time_s), float(stop_alt_m), bool(record_first)
     )
-    below = _alt_sq(s0[:, :3].T * s0[:, :3].T) - stop_alt_m <= 0.0
     t_hit = np.where(below, 0.0, np.nan)
     s_hit = s0.copy()
     if crossed.any():

@@ -110,7 +110,8 @@ _AA_BB = WGS84_A * WGS84_A - _B * _B
 
 @njit(cache=True, nogil=True)
 def _accel_inertial(x, y, z, xx, yy, zz):  # pragma: no cover - compiled
-    """``dynamics._accel_inertial`` of one point (its squares given)."""
+    """J2 gravity at one point in an Earth-centred inertial frame sharing ECEF's z axis (no
+    velocity terms), from its coordinates and their squares (shared with the altitude)."""
     ir2 = 1.0 / (xx + yy + zz)
     k = ir2 * math.sqrt(ir2) * -_GM
     kf = k * ir2 * _J2A2
@@ -120,7 +121,8 @@ def _accel_inertial(x, y, z, xx, yy, zz):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _alt_sq(xx, yy, zz):  # pragma: no cover - compiled
-    """``dynamics._alt_sq`` of one point."""
+    """Height of one point above the ellipsoid from its squared coordinates: distance from the
+    centre less the ellipsoid's geocentric radius below the point (``dynamics._alt_t``)."""
     r2 = xx + yy + zz
     return math.sqrt(r2) - _AB / math.sqrt(_BB + _AA_BB * (zz / r2))
 
@@ -131,10 +133,11 @@ def fly_rkn(s0, sign, max_time_s, stop_alt_m, record_first):  # pragma: no cover
     (n, 6) ECEF states flown in the inertial frame (Runge-Kutta-Nystrom, steps of 10-60 s
     following the lowest point still flying) until each goes below ``stop_alt_m``.
 
-    Returns (crossed (n,) bool, the states before and after each point's crossing step (n, 6)
-    each, in inertial axes, the altitudes there (n,) each, each crossing step's start time and
-    signed length (n,) each, the apogees (n,), and the first point's path (k, 4): time, x, y, z
-    in inertial axes). A point already below at the start is not crossed (its time is 0)."""
+    Returns (below (n,) bool: already below at the start (its time is 0, it is not crossed),
+    crossed (n,) bool, the states before and after each point's crossing step (n, 6) each, in
+    inertial axes, the altitudes there (n,) each, each crossing step's start time and signed
+    length (n,) each, the apogees (n,), and the first point's path (k, 4): time, x, y, z in
+    inertial axes)."""
     n = s0.shape[0]
     r = np.empty((n, 3))
     v = np.empty((n, 3))
@@ -164,6 +167,7 @@ def fly_rkn(s0, sign, max_time_s, stop_alt_m, record_first):  # pragma: no cover
             done[i] = True
             n_done += 1
         acc[i, 0], acc[i, 1], acc[i, 2] = _accel_inertial(x, y, z, x * x, y * y, z * z)
+    below = done.copy()
     if record_first:
         path[0, 0], path[0, 1], path[0, 2], path[0, 3] = 0.0, r[0, 0], r[0, 1], r[0, 2]
         k_path = 1
@@ -231,7 +235,7 @@ def fly_rkn(s0, sign, max_time_s, stop_alt_m, record_first):  # pragma: no cover
             path[k_path, 0] = sign * t
             path[k_path, 1], path[k_path, 2], path[k_path, 3] = r[0, 0], r[0, 1], r[0, 2]
             k_path += 1
-    return crossed, sa, sb, alt_a, alt_b, t_cross, h_cross, apogee, path[:k_path].copy()
+    return below, crossed, sa, sb, alt_a, alt_b, t_cross, h_cross, apogee, path[:k_path].copy()
 
 
 @njit(cache=True, nogil=True)
